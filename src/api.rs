@@ -1,0 +1,265 @@
+//! The SQL surface: every pglock.* function, each a thin shell over lockmgr, wait and registry.
+
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::errors;
+use crate::key::derive_key;
+use crate::lockmgr::{AdvisoryLock, Mode, Scope};
+use crate::name::{LockName, ServerText};
+use crate::registry;
+use crate::wait::{self, Outcome};
+
+/// What to do when the lock is taken by someone else.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Return false at once.
+    No,
+    /// Wait in the queue until this point in time, then return false.
+    Until(pg_sys::TimestampTz),
+    /// Wait as pg_advisory_lock does (lock_timeout and statement_timeout still apply).
+    WithoutDeadline,
+}
+
+impl Wait {
+    fn from_timeout(timeout: Option<Interval>) -> Self {
+        let Some(timeout) = timeout else {
+            return Wait::WithoutDeadline;
+        };
+        let micros = timeout.as_micros();
+        if micros < 0 {
+            errors::negative_timeout();
+        }
+        if micros == 0 {
+            return Wait::No;
+        }
+        // Timeouts beyond a century are as good as none, and keep the sum in range.
+        const CENTURY_MICROS: i128 = 100 * 366 * 86_400 * 1_000_000;
+        // SAFETY: reads the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
+        Wait::Until(now + micros.min(CENTURY_MICROS) as i64)
+    }
+}
+
+/// The lock a name or key refers to, in a mode.
+struct Target<'a> {
+    lock: AdvisoryLock,
+    name: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> Target<'a> {
+    fn named(name: Option<LockName<'a>>, mode: Mode) -> Self {
+        let name = LockName::checked(name);
+        let key = derive_key(name.as_bytes());
+        Target {
+            lock: AdvisoryLock { key, mode },
+            name: Some(name),
+        }
+    }
+
+    fn keyed(key: Option<i64>, mode: Mode) -> Self {
+        let Some(key) = key else { errors::null_key() };
+        Target {
+            lock: AdvisoryLock { key, mode },
+            name: None,
+        }
+    }
+
+    fn acquire(self, scope: Scope, wait: Wait) -> bool {
+        // SAFETY: reads backend-local transaction state.
+        if unsafe { pg_sys::IsInParallelMode() } {
+            errors::parallel_mode();
+        }
+        let holds = match self.lock.try_acquire(scope) {
+            Some(holds) => holds,
+            None => match wait {
+                Wait::No => return false,
+                Wait::WithoutDeadline => wait::acquire_without_deadline(self.lock, scope),
+                Wait::Until(deadline) => match wait::acquire_until(self.lock, scope, deadline) {
+                    Outcome::Granted(holds) => holds,
+                    Outcome::TimedOut => return false,
+                },
+            },
+        };
+        registry::acquired(self.lock, scope, self.name.as_deref(), holds);
+        true
+    }
+
+    fn release(self) -> bool {
+        // SAFETY: as in acquire.
+        if unsafe { pg_sys::IsInParallelMode() } {
+            errors::parallel_mode();
+        }
+        let released = self.lock.release(Scope::Session);
+        if released {
+            registry::released(self.lock);
+        }
+        released
+    }
+}
+
+/// The advisory-lock key of a name: the same bigint sqlx's `PgAdvisoryLock::new(name)` uses.
+#[pg_extern(immutable, parallel_safe)]
+fn key(name: Option<LockName>) -> i64 {
+    derive_key(LockName::checked(name).as_bytes())
+}
+
+// Session scope, exclusive.
+
+#[pg_extern(volatile, parallel_restricted, name = "try_lock")]
+fn try_lock_name(name: Option<LockName>) -> bool {
+    Target::named(name, Mode::Exclusive).acquire(Scope::Session, Wait::No)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "try_lock")]
+fn try_lock_key(key: Option<i64>) -> bool {
+    Target::keyed(key, Mode::Exclusive).acquire(Scope::Session, Wait::No)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "lock")]
+fn lock_name(name: Option<LockName>, timeout: default!(Option<Interval>, "NULL")) -> bool {
+    let wait = Wait::from_timeout(timeout);
+    Target::named(name, Mode::Exclusive).acquire(Scope::Session, wait)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "lock")]
+fn lock_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
+    let wait = Wait::from_timeout(timeout);
+    Target::keyed(key, Mode::Exclusive).acquire(Scope::Session, wait)
+}
+
+// Session scope, shared.
+
+#[pg_extern(volatile, parallel_restricted, name = "try_lock_shared")]
+fn try_lock_shared_name(name: Option<LockName>) -> bool {
+    Target::named(name, Mode::Shared).acquire(Scope::Session, Wait::No)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "try_lock_shared")]
+fn try_lock_shared_key(key: Option<i64>) -> bool {
+    Target::keyed(key, Mode::Shared).acquire(Scope::Session, Wait::No)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "lock_shared")]
+fn lock_shared_name(name: Option<LockName>, timeout: default!(Option<Interval>, "NULL")) -> bool {
+    let wait = Wait::from_timeout(timeout);
+    Target::named(name, Mode::Shared).acquire(Scope::Session, wait)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "lock_shared")]
+fn lock_shared_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
+    let wait = Wait::from_timeout(timeout);
+    Target::keyed(key, Mode::Shared).acquire(Scope::Session, wait)
+}
+
+// Transaction scope, exclusive.
+
+#[pg_extern(volatile, parallel_restricted, name = "try_xact_lock")]
+fn try_xact_lock_name(name: Option<LockName>) -> bool {
+    Target::named(name, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "try_xact_lock")]
+fn try_xact_lock_key(key: Option<i64>) -> bool {
+    Target::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "xact_lock")]
+fn xact_lock_name(name: Option<LockName>, timeout: default!(Option<Interval>, "NULL")) -> bool {
+    let wait = Wait::from_timeout(timeout);
+    Target::named(name, Mode::Exclusive).acquire(Scope::Transaction, wait)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "xact_lock")]
+fn xact_lock_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
+    let wait = Wait::from_timeout(timeout);
+    Target::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, wait)
+}
+
+// Transaction scope, shared.
+
+#[pg_extern(volatile, parallel_restricted, name = "try_xact_lock_shared")]
+fn try_xact_lock_shared_name(name: Option<LockName>) -> bool {
+    Target::named(name, Mode::Shared).acquire(Scope::Transaction, Wait::No)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "try_xact_lock_shared")]
+fn try_xact_lock_shared_key(key: Option<i64>) -> bool {
+    Target::keyed(key, Mode::Shared).acquire(Scope::Transaction, Wait::No)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "xact_lock_shared")]
+fn xact_lock_shared_name(
+    name: Option<LockName>,
+    timeout: default!(Option<Interval>, "NULL"),
+) -> bool {
+    let wait = Wait::from_timeout(timeout);
+    Target::named(name, Mode::Shared).acquire(Scope::Transaction, wait)
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "xact_lock_shared")]
+fn xact_lock_shared_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
+    let wait = Wait::from_timeout(timeout);
+    Target::keyed(key, Mode::Shared).acquire(Scope::Transaction, wait)
+}
+
+// Release.
+
+#[pg_extern(volatile, parallel_restricted, name = "unlock")]
+fn unlock_name(name: Option<LockName>) -> bool {
+    Target::named(name, Mode::Exclusive).release()
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "unlock")]
+fn unlock_key(key: Option<i64>) -> bool {
+    Target::keyed(key, Mode::Exclusive).release()
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "unlock_shared")]
+fn unlock_shared_name(name: Option<LockName>) -> bool {
+    Target::named(name, Mode::Shared).release()
+}
+
+#[pg_extern(volatile, parallel_restricted, name = "unlock_shared")]
+fn unlock_shared_key(key: Option<i64>) -> bool {
+    Target::keyed(key, Mode::Shared).release()
+}
+
+#[pg_extern(volatile, parallel_restricted)]
+fn unlock_all() -> i32 {
+    // SAFETY: reads backend-local transaction state.
+    if unsafe { pg_sys::IsInParallelMode() } {
+        errors::parallel_mode();
+    }
+    registry::release_all_session_locks()
+}
+
+/// What this session holds through pglock.
+#[pg_extern(volatile, parallel_restricted)]
+#[allow(clippy::type_complexity)]
+fn held() -> TableIterator<
+    'static,
+    (
+        name!(name, Option<ServerText>),
+        name!(key, i64),
+        name!(mode, &'static str),
+        name!(scope, &'static str),
+        name!(depth, i32),
+        name!(since, TimestampWithTimeZone),
+    ),
+> {
+    let rows = registry::held().into_iter().map(|row| {
+        let since = TimestampWithTimeZone::try_from(row.since)
+            .expect("a timestamp read from the clock is in range");
+        (
+            row.name.map(ServerText),
+            row.lock.key,
+            row.lock.mode.as_str(),
+            row.scope.as_str(),
+            row.depth.min(i32::MAX as i64) as i32,
+            since,
+        )
+    });
+    TableIterator::new(rows)
+}

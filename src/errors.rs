@@ -1,0 +1,70 @@
+//! Every error pglock raises itself, each with its SQLSTATE, in PostgreSQL's message style.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+use crate::name::MAX_NAME_BYTES;
+
+fn raise(report: ErrorReport) -> ! {
+    report.report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
+}
+
+pub fn null_name() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        "lock name must not be null",
+        function_name!(),
+    ))
+}
+
+pub fn null_key() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        "lock key must not be null",
+        function_name!(),
+    ))
+}
+
+pub fn empty_name() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "lock name must not be empty",
+            function_name!(),
+        )
+        .set_hint("Give the lock a name of at least one character."),
+    )
+}
+
+pub fn name_too_long(len: usize) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "lock name is too long",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "The name is {len} bytes in UTF-8; the limit is {MAX_NAME_BYTES} bytes."
+        )),
+    )
+}
+
+pub fn negative_timeout() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "lock timeout must not be negative",
+            function_name!(),
+        )
+        .set_hint("Use 0 to try once without waiting, or NULL to wait without a pglock deadline."),
+    )
+}
+
+pub fn parallel_mode() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+        "cannot use named locks during a parallel operation",
+        function_name!(),
+    ))
+}

@@ -1,0 +1,34 @@
+//! pglock: named locks for every SQL client, kept in PostgreSQL's own lock manager.
+
+mod api;
+mod errors;
+mod key;
+mod lockmgr;
+mod name;
+mod registry;
+mod wait;
+
+::pgrx::pg_module_magic!();
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn key_matches_sqlx_vector() {
+        let key = Spi::get_one::<i64>("SELECT pglock.key('my first Postgres advisory lock!')");
+        assert_eq!(key, Ok(Some(-5560419505042474287)));
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

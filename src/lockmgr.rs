@@ -1,0 +1,228 @@
+//! The calls into PostgreSQL's lock manager: advisory lock tags, acquire, release, and how
+//! many times this backend holds a lock in each scope.
+//!
+//! Everything here runs in the backend's one thread and relies on the lock manager's own
+//! invariants, named at each call.
+
+use std::ptr;
+
+use pgrx::pg_sys;
+
+/// Exclusive or shared, as the built-in advisory lock functions use them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    Exclusive,
+    Shared,
+}
+
+impl Mode {
+    fn lockmode(self) -> pg_sys::LOCKMODE {
+        match self {
+            Mode::Exclusive => pg_sys::ExclusiveLock as pg_sys::LOCKMODE,
+            Mode::Shared => pg_sys::ShareLock as pg_sys::LOCKMODE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+        }
+    }
+}
+
+/// Who owns a hold: the session (until released or disconnect) or the transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Session,
+    Transaction,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Session => "session",
+            Scope::Transaction => "transaction",
+        }
+    }
+}
+
+/// One advisory lock in the bigint keyspace of the current database, in one mode: the lock
+/// `pg_advisory_lock(key)` (or `pg_advisory_lock_shared(key)`) takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AdvisoryLock {
+    pub key: i64,
+    pub mode: Mode,
+}
+
+/// How many times this backend holds a lock, per scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Holds {
+    pub session: i64,
+    pub transaction: i64,
+}
+
+impl Holds {
+    pub fn in_scope(self, scope: Scope) -> i64 {
+        match scope {
+            Scope::Session => self.session,
+            Scope::Transaction => self.transaction,
+        }
+    }
+}
+
+impl AdvisoryLock {
+    /// The lock tag of SET_LOCKTAG_ADVISORY with the bigint form's field4 = 1.
+    fn tag(self) -> pg_sys::LOCKTAG {
+        // SAFETY: MyDatabaseId is set once at backend start and only read afterwards.
+        let database = unsafe { pg_sys::MyDatabaseId };
+        pg_sys::LOCKTAG {
+            locktag_field1: database.to_u32(),
+            locktag_field2: ((self.key as u64) >> 32) as u32,
+            locktag_field3: self.key as u64 as u32,
+            locktag_field4: 1,
+            locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+            locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+        }
+    }
+
+    /// Takes the lock if it is free (or already ours), never waiting. Returns how many times
+    /// this backend now holds it, or `None` when another session's hold or an earlier
+    /// conflicting waiter is in the way (a try does not jump the queue).
+    pub fn try_acquire(self, scope: Scope) -> Option<Holds> {
+        let tag = self.tag();
+        let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
+        // SAFETY: a valid tag and mode; with dontWait the call returns instead of sleeping.
+        let result =
+            unsafe { acquire_extended(&tag, self.mode.lockmode(), scope, true, &mut locallock) };
+        if result == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+            return None;
+        }
+        // SAFETY: on success LockAcquireExtended hands back the live LOCALLOCK entry.
+        Some(unsafe { holds_of(locallock) })
+    }
+
+    /// Takes the lock, sleeping in the lock manager's queue while it conflicts. The sleep ends
+    /// only with the grant or an ERROR (deadlock, cancel, a timeout), as for pg_advisory_lock.
+    pub fn acquire_waiting(self, scope: Scope) -> Holds {
+        let tag = self.tag();
+        let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
+        // SAFETY: as in try_acquire; an ERROR longjmps out through pgrx's guard.
+        unsafe {
+            acquire_extended(&tag, self.mode.lockmode(), scope, false, &mut locallock);
+            holds_of(locallock)
+        }
+    }
+
+    /// Whether this backend holds the lock at all, in either scope (no shared memory read).
+    pub fn is_held(self) -> bool {
+        let tag = self.tag();
+        // SAFETY: LockHeldByMe only looks the tag up in the backend-local lock table.
+        unsafe { held_by_me(&tag, self.mode.lockmode()) }
+    }
+
+    /// How many times this backend holds the lock in each scope.
+    ///
+    /// PostgreSQL exposes per-owner counts only through the LOCALLOCK entry, which
+    /// LockAcquireExtended hands back. When the lock is already held, acquiring it again is a
+    /// purely local count increment (no shared memory, no conflict check), and releasing that
+    /// one session hold again is a purely local decrement; so this reads the entry without
+    /// changing anything a caller could observe.
+    pub fn holds(self) -> Holds {
+        if !self.is_held() {
+            return Holds::default();
+        }
+        let tag = self.tag();
+        let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
+        // SAFETY: see above; nLocks > 0 guarantees LOCKACQUIRE_ALREADY_HELD.
+        unsafe {
+            acquire_extended(
+                &tag,
+                self.mode.lockmode(),
+                Scope::Session,
+                true,
+                &mut locallock,
+            );
+            let mut holds = holds_of(locallock);
+            holds.session -= 1;
+            pg_sys::LockRelease(&tag, self.mode.lockmode(), true);
+            holds
+        }
+    }
+
+    /// Releases one hold in `scope`. Returns false, without PostgreSQL's WARNING, when this
+    /// backend holds none there.
+    pub fn release(self, scope: Scope) -> bool {
+        if self.holds().in_scope(scope) == 0 {
+            return false;
+        }
+        let tag = self.tag();
+        // SAFETY: we hold it in this scope, so LockRelease finds the hold and cannot warn.
+        unsafe { pg_sys::LockRelease(&tag, self.mode.lockmode(), scope == Scope::Session) }
+    }
+}
+
+/// Releases every session-scope advisory lock of this backend, as pg_advisory_unlock_all().
+pub fn release_all_session_locks() {
+    // SAFETY: the same call pg_advisory_unlock_all() makes.
+    unsafe { pg_sys::LockReleaseSession(pg_sys::USER_LOCKMETHOD as pg_sys::LOCKMETHODID) }
+}
+
+/// Counts a LOCALLOCK's holds by owner: a NULL owner is the session, any resource owner a
+/// (sub)transaction.
+///
+/// # Safety
+/// `locallock` must be the live entry LockAcquireExtended just returned.
+unsafe fn holds_of(locallock: *const pg_sys::LOCALLOCK) -> Holds {
+    let mut holds = Holds::default();
+    // SAFETY: a live entry's lockOwners has numLockOwners initialised elements.
+    unsafe {
+        let entry = &*locallock;
+        let owners = std::slice::from_raw_parts(entry.lockOwners, entry.numLockOwners as usize);
+        for owner in owners {
+            if owner.owner.is_null() {
+                holds.session += owner.nLocks;
+            } else {
+                holds.transaction += owner.nLocks;
+            }
+        }
+    }
+    holds
+}
+
+/// LockAcquireExtended across versions: PostgreSQL 18 added `logLockFailure`.
+unsafe fn acquire_extended(
+    tag: &pg_sys::LOCKTAG,
+    lockmode: pg_sys::LOCKMODE,
+    scope: Scope,
+    dont_wait: bool,
+    locallock: &mut *mut pg_sys::LOCALLOCK,
+) -> pg_sys::LockAcquireResult::Type {
+    let session = scope == Scope::Session;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        {
+            pg_sys::LockAcquireExtended(tag, lockmode, session, dont_wait, true, locallock)
+        }
+        #[cfg(feature = "pg18")]
+        {
+            pg_sys::LockAcquireExtended(tag, lockmode, session, dont_wait, true, locallock, false)
+        }
+    }
+}
+
+/// LockHeldByMe across versions: PostgreSQL 17 added `orstronger`.
+unsafe fn held_by_me(tag: &pg_sys::LOCKTAG, lockmode: pg_sys::LOCKMODE) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        {
+            pg_sys::LockHeldByMe(tag, lockmode)
+        }
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        {
+            pg_sys::LockHeldByMe(tag, lockmode, false)
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Lock names as SQL sees them: the `text` argument, its checks, and its way back out.
+
+use std::borrow::Cow;
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{FromDatum, IntoDatum};
+
+use crate::errors;
+
+/// The longest name pglock accepts, in bytes of UTF-8.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// A lock name passed in from SQL, converted to UTF-8 (the key never depends on the database
+/// encoding). Not yet checked: see [`LockName::checked`].
+pub struct LockName<'a>(Cow<'a, str>);
+
+impl<'a> LockName<'a> {
+    /// Returns the name as UTF-8 after the checks every pglock function applies, raising
+    /// 22004 for NULL and 22023 for an empty or too long name.
+    pub fn checked(name: Option<LockName<'a>>) -> Cow<'a, str> {
+        let Some(LockName(name)) = name else {
+            errors::null_name()
+        };
+        if name.is_empty() {
+            errors::empty_name();
+        }
+        if name.len() > MAX_NAME_BYTES {
+            errors::name_too_long(name.len());
+        }
+        name
+    }
+}
+
+impl FromDatum for LockName<'_> {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: the caller promises a non-null text datum, valid for the function call.
+        unsafe {
+            let varlena = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+            let bytes = pgrx::varlena::varlena_to_byte_slice(varlena);
+            let utf8 = if bytes.is_ascii()
+                || pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32
+            {
+                // Text in a UTF-8 database is valid UTF-8; ASCII is valid in any encoding.
+                Cow::Borrowed(std::str::from_utf8_unchecked(bytes))
+            } else {
+                // pg_server_to_any raises 22P05 or 22021 for what UTF-8 cannot hold.
+                let converted = pg_sys::pg_server_to_any(
+                    bytes.as_ptr().cast(),
+                    bytes.len() as i32,
+                    pg_sys::pg_enc::PG_UTF8 as i32,
+                );
+                let converted = CStr::from_ptr(converted).to_bytes();
+                Cow::Owned(String::from_utf8_lossy(converted).into_owned())
+            };
+            Some(LockName(utf8))
+        }
+    }
+}
+
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for LockName<'fcx> {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        // SAFETY: pglock declares these arguments as text, which is what FromDatum reads.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| errors::null_name())
+    }
+
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
+        // SAFETY: as above.
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+impl_sql_translatable!(LockName<'_>, "text");
+
+/// A name on its way back to SQL as `text` in the database encoding.
+pub struct ServerText(pub String);
+
+impl IntoDatum for ServerText {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        let utf8 = self.0;
+        // SAFETY: both calls copy from a buffer that lives across them and return palloc'd
+        // memory in the current context, as a function result must be.
+        unsafe {
+            let server = if utf8.is_ascii()
+                || pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32
+            {
+                utf8.as_ptr().cast()
+            } else {
+                pg_sys::pg_any_to_server(
+                    utf8.as_ptr().cast(),
+                    utf8.len() as i32,
+                    pg_sys::pg_enc::PG_UTF8 as i32,
+                )
+            };
+            let len = if std::ptr::eq(server, utf8.as_ptr().cast()) {
+                utf8.len()
+            } else {
+                CStr::from_ptr(server).to_bytes().len()
+            };
+            let text = pg_sys::cstring_to_text_with_len(server, len as i32);
+            Some(pg_sys::Datum::from(text))
+        }
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::TEXTOID
+    }
+}
+
+unsafe impl pgrx::callconv::BoxRet for ServerText {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        match self.into_datum() {
+            // SAFETY: a freshly palloc'd text datum in the function's memory context.
+            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
+impl_sql_translatable!(ServerText, "text");
