@@ -15,6 +15,10 @@ mod wait;
 mod tests {
     use pgrx::prelude::*;
 
+    /// Started by tests/sessions.rs to bring the test instance up; asserts nothing itself.
+    #[pg_test]
+    fn sessions_can_start() {}
+
     #[pg_test]
     fn key_matches_sqlx_vector() {
         let key = Spi::get_one::<i64>("SELECT pglock.key('my first Postgres advisory lock!')");

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds pglock, starts a throwaway PostgreSQL with `CREATE EXTENSION pglock` done, and opens
+# psql there. Without a terminal on stdin it runs a short two-session demo instead and exits.
+# The cluster lives in a temporary directory, listens on a Unix socket only, and is removed
+# on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+bindir=$("$PGLOCK_PG_CONFIG" --bindir)
+log "building and installing pglock into PostgreSQL $PGLOCK_PG_MAJOR"
+cargo pgrx install --pg-config "$PGLOCK_PG_CONFIG" >/dev/null
+
+dir=$(mktemp -d /tmp/pglock-run.XXXXXX)
+chmod 755 "$dir"
+chown postgres: "$dir"
+as_postgres() { sudo -u postgres "$@"; }
+cleanup() {
+  as_postgres "$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+log "starting a throwaway PostgreSQL $PGLOCK_PG_MAJOR in $dir"
+as_postgres "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+as_postgres "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+  -o "-c listen_addresses='' -k $dir -p 5432" start >/dev/null
+export PGHOST=$dir PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
+psql -qX -c 'CREATE EXTENSION pglock'
+
+if [ -t 0 ]; then
+  log "psql with pglock installed; \\q to leave (the cluster is removed then)"
+  psql -X
+  exit 0
+fi
+
+# Not a terminal: show two sessions contending for one name.
+log "demo: two sessions, one name"
+session() { psql -X -q -v ON_ERROR_STOP=1 -At -F ' | ' "$@"; }
+session -c "SELECT 'A: lock(''nightly-report'') -> ' || pglock.lock('nightly-report')" \
+        -c "SELECT 'A: ... two seconds of work ...' FROM pg_sleep(2)" \
+        -c "SELECT 'A: unlock(''nightly-report'') -> ' || pglock.unlock('nightly-report')" &
+sleep 0.5
+session -c "SELECT 'B: try_lock(''nightly-report'') -> ' || pglock.try_lock('nightly-report')" \
+        -c "SELECT 'B: lock(''nightly-report'', ''100 ms'') -> ' || pglock.lock('nightly-report', '100 ms')" \
+        -c "SELECT 'B: lock(''nightly-report'', ''5 seconds'') -> ' || pglock.lock('nightly-report', '5 seconds')
+                   || ' after waiting ' || round(extract(epoch FROM clock_timestamp() - statement_timestamp()), 1) || ' s'" \
+        -c "SELECT 'B: held() -> ' || name || ', key ' || key || ', ' || mode || ', ' || scope || ', depth ' || depth FROM pglock.held()"
+wait
+log "demo finished"

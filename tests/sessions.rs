@@ -1,0 +1,448 @@
+//! pglock between real sessions: every behaviour here needs two or more connections to the
+//! test instance that `cargo pgrx test` starts.
+//!
+//! Each test uses names of its own, so the tests can run side by side. Timeouts are checked
+//! with generous bounds only: speed belongs to the benchmark.
+
+use std::sync::Once;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use postgres::error::SqlState;
+use postgres::Client;
+
+/// A new connection to the test instance (started on first use).
+fn session() -> Client {
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
+        // Any pg_test function starts the framework; this one does nothing else.
+        pgrx_tests::run_test("sessions_can_start", None, vec![]).expect("test instance starts");
+    });
+    pgrx_tests::client()
+        .expect("connects to the test instance")
+        .0
+}
+
+fn pid(client: &mut Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0)
+}
+
+fn bool_of(client: &mut Client, sql: &str, name: &str) -> bool {
+    client.query_one(sql, &[&name]).unwrap().get(0)
+}
+
+fn try_lock(client: &mut Client, name: &str) -> bool {
+    bool_of(client, "SELECT pglock.try_lock($1)", name)
+}
+
+fn unlock(client: &mut Client, name: &str) -> bool {
+    bool_of(client, "SELECT pglock.unlock($1)", name)
+}
+
+/// Blocks until `pid` is waiting for an advisory lock (at most 30 s).
+fn wait_until_waiting(observer: &mut Client, pid: i32) {
+    let start = Instant::now();
+    loop {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = $1",
+                &[&pid],
+            )
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pid {pid} never started waiting"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn sqlstate(error: &postgres::Error) -> Option<&SqlState> {
+    error.code()
+}
+
+#[test]
+fn a_lock_held_by_one_session_is_refused_to_another_until_released() {
+    let (mut a, mut b) = (session(), session());
+    assert!(try_lock(&mut a, "contention"));
+    assert!(!try_lock(&mut b, "contention"));
+    assert!(!bool_of(
+        &mut b,
+        "SELECT pglock.lock($1, '0')",
+        "contention"
+    ));
+    assert!(unlock(&mut a, "contention"));
+    assert!(try_lock(&mut b, "contention"));
+    assert!(!unlock(&mut a, "contention"), "a no longer holds it");
+    assert!(unlock(&mut b, "contention"));
+}
+
+#[test]
+fn stacked_acquisitions_need_as_many_releases() {
+    let (mut a, mut b) = (session(), session());
+    assert!(try_lock(&mut a, "stacked"));
+    assert!(bool_of(
+        &mut a,
+        "SELECT pglock.lock($1, '1 second')",
+        "stacked"
+    ));
+    assert!(unlock(&mut a, "stacked"));
+    assert!(!try_lock(&mut b, "stacked"), "one hold is left");
+    assert!(unlock(&mut a, "stacked"));
+    assert!(try_lock(&mut b, "stacked"));
+}
+
+#[test]
+fn shared_holders_coexist_and_exclude_an_exclusive_one() {
+    let (mut a, mut b, mut c) = (session(), session(), session());
+    assert!(bool_of(
+        &mut a,
+        "SELECT pglock.try_lock_shared($1)",
+        "shared"
+    ));
+    assert!(bool_of(
+        &mut b,
+        "SELECT pglock.lock_shared($1, '1 second')",
+        "shared"
+    ));
+    assert!(!try_lock(&mut c, "shared"));
+    assert!(!bool_of(
+        &mut c,
+        "SELECT pglock.lock($1, '100 ms')",
+        "shared"
+    ));
+    assert!(bool_of(&mut a, "SELECT pglock.unlock_shared($1)", "shared"));
+    assert!(
+        !unlock(&mut b, "shared"),
+        "b holds it shared, not exclusive"
+    );
+    assert!(bool_of(&mut b, "SELECT pglock.unlock_shared($1)", "shared"));
+    assert!(try_lock(&mut c, "shared"));
+    assert!(!bool_of(
+        &mut a,
+        "SELECT pglock.try_lock_shared($1)",
+        "shared"
+    ));
+}
+
+#[test]
+fn a_timed_out_wait_returns_false_and_leaves_the_transaction_usable() {
+    let (mut a, mut b) = (session(), session());
+    assert!(try_lock(&mut a, "timeout-in-transaction"));
+
+    b.batch_execute("BEGIN; SET LOCAL lock_timeout = '50ms'; SET LOCAL statement_timeout = '60s'; CREATE TEMP TABLE t(x int); INSERT INTO t VALUES (1)").unwrap();
+    let start = Instant::now();
+    let got = bool_of(
+        &mut b,
+        "SELECT pglock.lock($1, '400 ms')",
+        "timeout-in-transaction",
+    );
+    let waited = start.elapsed();
+    assert!(!got);
+    assert!(
+        waited >= Duration::from_millis(350),
+        "a 50 ms lock_timeout cut pglock's 400 ms timeout short after {waited:?}"
+    );
+    let settings = b
+        .query_one(
+            "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(settings.get::<_, String>(0), "50ms");
+    assert_eq!(settings.get::<_, String>(1), "1min");
+    let rows: i64 = b.query_one("SELECT count(*) FROM t", &[]).unwrap().get(0);
+    assert_eq!(rows, 1, "work done before the wait survives it");
+    b.batch_execute("INSERT INTO t VALUES (2); COMMIT").unwrap();
+
+    // Without a timeout of its own, pglock waits like pg_advisory_lock: lock_timeout applies.
+    b.batch_execute("SET lock_timeout = '100ms'").unwrap();
+    let error = b
+        .query_one("SELECT pglock.lock($1)", &[&"timeout-in-transaction"])
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), Some(&SqlState::LOCK_NOT_AVAILABLE));
+    b.batch_execute("RESET lock_timeout").unwrap();
+    let held: i64 = b
+        .query_one("SELECT count(*) FROM pglock.held()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+}
+
+#[test]
+fn waiters_are_granted_in_arrival_order() {
+    let (mut holder, mut observer) = (session(), session());
+    let (mut first, mut second) = (session(), session());
+    let (first_pid, second_pid) = (pid(&mut first), pid(&mut second));
+    assert!(try_lock(&mut holder, "fifo"));
+
+    let first_waits = thread::spawn(move || {
+        let got = bool_of(&mut first, "SELECT pglock.lock($1, '60 seconds')", "fifo");
+        (got, first)
+    });
+    wait_until_waiting(&mut observer, first_pid);
+    let second_waits = thread::spawn(move || {
+        let got = bool_of(&mut second, "SELECT pglock.lock($1, '60 seconds')", "fifo");
+        (got, second)
+    });
+    wait_until_waiting(&mut observer, second_pid);
+
+    // A newcomer's try does not jump the queue either.
+    assert!(unlock(&mut holder, "fifo"));
+    let (got, mut first) = first_waits.join().unwrap();
+    assert!(got);
+    assert!(!try_lock(&mut holder, "fifo"));
+    let still_waiting: i64 = observer
+        .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = $1", &[&second_pid])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        still_waiting, 1,
+        "the second waiter waits for the first one's release"
+    );
+    assert!(unlock(&mut first, "fifo"));
+    let (got, mut second) = second_waits.join().unwrap();
+    assert!(got);
+    assert!(unlock(&mut second, "fifo"));
+}
+
+#[test]
+fn a_cancel_during_a_wait_raises_57014_with_or_without_a_timeout() {
+    for call in [
+        "SELECT pglock.lock($1, '60 seconds')",
+        "SELECT pglock.lock($1)",
+    ] {
+        let (mut holder, mut observer, mut waiter) = (session(), session(), session());
+        let waiter_pid = pid(&mut waiter);
+        assert!(try_lock(&mut holder, "cancel"));
+        let waits = thread::spawn(move || {
+            let result = waiter
+                .query_one(call, &[&"cancel"])
+                .map(|row| row.get::<_, bool>(0));
+            (result, waiter)
+        });
+        wait_until_waiting(&mut observer, waiter_pid);
+        observer
+            .execute("SELECT pg_cancel_backend($1)", &[&waiter_pid])
+            .unwrap();
+        let (result, mut waiter) = waits.join().unwrap();
+        let error = result.expect_err("a cancel is never turned into false");
+        assert_eq!(
+            sqlstate(&error),
+            Some(&SqlState::QUERY_CANCELED),
+            "{call}: {error}"
+        );
+        // The session is fine afterwards, and the cancel left no pending interrupt behind.
+        assert!(!try_lock(&mut waiter, "cancel"));
+        assert!(unlock(&mut holder, "cancel"));
+        assert!(try_lock(&mut waiter, "cancel"));
+        let held: i64 = waiter
+            .query_one("SELECT count(*) FROM pglock.held()", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(held, 1);
+    }
+}
+
+#[test]
+fn statement_timeout_during_a_wait_raises_57014() {
+    let (mut holder, mut waiter) = (session(), session());
+    assert!(try_lock(&mut holder, "statement-timeout"));
+    waiter
+        .batch_execute("SET statement_timeout = '300ms'")
+        .unwrap();
+    let error = waiter
+        .query_one(
+            "SELECT pglock.lock($1, '60 seconds')",
+            &[&"statement-timeout"],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), Some(&SqlState::QUERY_CANCELED));
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("statement timeout"), "{message}");
+    waiter.batch_execute("RESET statement_timeout").unwrap();
+    assert!(!try_lock(&mut waiter, "statement-timeout"));
+}
+
+#[test]
+fn a_deadlock_raises_40p01_in_one_session_and_the_other_gets_the_lock() {
+    let (mut a, mut b, mut observer) = (session(), session(), session());
+    let a_pid = pid(&mut a);
+    assert!(try_lock(&mut a, "deadlock-x"));
+    assert!(try_lock(&mut b, "deadlock-y"));
+    // Each side waits for the other's lock. Whichever runs the deadlock check is the victim:
+    // it gets 40P01, still holds its own lock (session locks survive the error), and then
+    // releases it so that the other side is granted.
+    let wait_for = |mut client: Client, name: &'static str, mine: &'static str| {
+        thread::spawn(move || {
+            let result = client
+                .query_one("SELECT pglock.lock($1, '60 seconds')", &[&name])
+                .map(|row| row.get::<_, bool>(0));
+            if result.is_err() {
+                let held: Vec<String> = client
+                    .query("SELECT name FROM pglock.held()", &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                assert_eq!(
+                    held,
+                    vec![mine.to_string()],
+                    "the victim keeps what it held"
+                );
+                assert!(unlock(&mut client, mine));
+            }
+            result
+        })
+    };
+    let a_waits = wait_for(a, "deadlock-y", "deadlock-x");
+    wait_until_waiting(&mut observer, a_pid);
+    let b_waits = wait_for(b, "deadlock-x", "deadlock-y");
+    let results = [a_waits.join().unwrap(), b_waits.join().unwrap()];
+    let victims: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(victims.len(), 1, "{results:?}");
+    assert_eq!(sqlstate(victims[0]), Some(&SqlState::T_R_DEADLOCK_DETECTED));
+    assert!(results.iter().any(|r| matches!(r, Ok(true))), "{results:?}");
+}
+
+#[test]
+fn a_waiter_is_granted_the_lock_when_the_holder_is_terminated() {
+    let (mut holder, mut observer, mut waiter) = (session(), session(), session());
+    let (holder_pid, waiter_pid) = (pid(&mut holder), pid(&mut waiter));
+    assert!(try_lock(&mut holder, "terminated-holder"));
+    let waits = thread::spawn(move || {
+        let got = bool_of(
+            &mut waiter,
+            "SELECT pglock.lock($1, '60 seconds')",
+            "terminated-holder",
+        );
+        (got, waiter)
+    });
+    wait_until_waiting(&mut observer, waiter_pid);
+    let terminated: bool = observer
+        .query_one("SELECT pg_terminate_backend($1)", &[&holder_pid])
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+    let (got, mut waiter) = waits.join().unwrap();
+    assert!(got);
+    assert!(
+        holder.query_one("SELECT 1", &[]).is_err(),
+        "the holder's session is gone"
+    );
+    assert!(unlock(&mut waiter, "terminated-holder"));
+}
+
+#[test]
+fn transaction_locks_end_with_commit_rollback_and_savepoint_rollback() {
+    let (mut a, mut b) = (session(), session());
+    for end in ["COMMIT", "ROLLBACK"] {
+        a.batch_execute("BEGIN").unwrap();
+        assert!(bool_of(
+            &mut a,
+            "SELECT pglock.xact_lock($1, '1 second')",
+            "xact"
+        ));
+        assert!(bool_of(&mut a, "SELECT pglock.try_xact_lock($1)", "xact"));
+        assert!(!try_lock(&mut b, "xact"));
+        assert!(
+            !unlock(&mut a, "xact"),
+            "unlock releases session holds only"
+        );
+        a.batch_execute(end).unwrap();
+        assert!(try_lock(&mut b, "xact"), "released at {end}");
+        assert!(unlock(&mut b, "xact"));
+    }
+
+    a.batch_execute("BEGIN; SAVEPOINT s").unwrap();
+    assert!(bool_of(
+        &mut a,
+        "SELECT pglock.xact_lock_shared($1)",
+        "xact"
+    ));
+    assert!(!try_lock(&mut b, "xact"));
+    a.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    assert!(
+        try_lock(&mut b, "xact"),
+        "released with the savepoint, transaction still open"
+    );
+    assert!(unlock(&mut b, "xact"));
+    a.batch_execute("COMMIT").unwrap();
+
+    // A timed wait that succeeds inside a savepoint keeps the lock for the transaction.
+    assert!(try_lock(&mut b, "xact-waited"));
+    let b_releases = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(300));
+        assert!(unlock(&mut b, "xact-waited"));
+        b
+    });
+    a.batch_execute("BEGIN").unwrap();
+    assert!(bool_of(
+        &mut a,
+        "SELECT pglock.xact_lock($1, '60 seconds')",
+        "xact-waited"
+    ));
+    let mut b = b_releases.join().unwrap();
+    assert!(
+        !try_lock(&mut b, "xact-waited"),
+        "a's transaction still holds it"
+    );
+    a.batch_execute("COMMIT").unwrap();
+    assert!(try_lock(&mut b, "xact-waited"));
+}
+
+#[test]
+fn pglock_and_the_builtin_functions_share_one_lock() {
+    let (mut a, mut b, mut observer) = (session(), session(), session());
+    let a_pid = pid(&mut a);
+    a.execute("SELECT pg_advisory_lock(pglock.key('interop'))", &[])
+        .unwrap();
+    assert!(!try_lock(&mut b, "interop"));
+    let row = observer
+        .query_one(
+            "SELECT classid::bigint, objid::bigint, objsubid::int, mode FROM pg_locks
+             WHERE locktype = 'advisory' AND pid = $1 AND granted",
+            &[&a_pid],
+        )
+        .unwrap();
+    let key: i64 = observer
+        .query_one("SELECT pglock.key('interop')", &[])
+        .unwrap()
+        .get(0);
+    let (high, low): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (high << 32) | low,
+        key,
+        "pg_locks shows the bigint key split in two"
+    );
+    assert_eq!(row.get::<_, i32>(2), 1, "objsubid 1: the bigint keyspace");
+    assert_eq!(row.get::<_, String>(3), "ExclusiveLock");
+    a.execute("SELECT pg_advisory_unlock(pglock.key('interop'))", &[])
+        .unwrap();
+
+    assert!(try_lock(&mut b, "interop"));
+    let refused: bool = a
+        .query_one("SELECT pg_try_advisory_lock(pglock.key('interop'))", &[])
+        .unwrap()
+        .get(0);
+    assert!(!refused);
+    assert!(
+        bool_of(&mut b, "SELECT pglock.unlock(pglock.key($1))", "interop"),
+        "the key overload releases the named lock"
+    );
+    let granted: bool = a
+        .query_one("SELECT pg_try_advisory_lock(pglock.key('interop'))", &[])
+        .unwrap()
+        .get(0);
+    assert!(granted);
+}
