@@ -7,25 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-bindir=$("$PGLOCK_PG_CONFIG" --bindir)
 log "building and installing pglock into PostgreSQL $PGLOCK_PG_MAJOR"
 cargo pgrx install --pg-config "$PGLOCK_PG_CONFIG" >/dev/null
 
-dir=$(mktemp -d /tmp/pglock-run.XXXXXX)
-chmod 755 "$dir"
-chown postgres: "$dir"
-as_postgres() { sudo -u postgres "$@"; }
-cleanup() {
-  as_postgres "$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-log "starting a throwaway PostgreSQL $PGLOCK_PG_MAJOR in $dir"
-as_postgres "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
-as_postgres "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-  -o "-c listen_addresses='' -k $dir -p 5432" start >/dev/null
-export PGHOST=$dir PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
+source scripts/cluster.sh
+log "starting a throwaway PostgreSQL $PGLOCK_PG_MAJOR"
+cluster_start
 psql -qX -c 'CREATE EXTENSION pglock'
 
 if [ -t 0 ]; then

@@ -67,9 +67,10 @@ impl<'a> Target<'a> {
     }
 
     fn acquire(self, scope: Scope, wait: Wait) -> bool {
-        // SAFETY: reads backend-local transaction state.
-        if unsafe { pg_sys::IsInParallelMode() } {
-            errors::parallel_mode();
+        refuse_parallel_worker();
+        if matches!(wait, Wait::Until(_)) && in_parallel_mode() {
+            // Refused up front, so the outcome does not depend on other sessions.
+            errors::timed_wait_in_parallel_mode();
         }
         let holds = match self.lock.try_acquire(scope) {
             Some(holds) => holds,
@@ -87,16 +88,27 @@ impl<'a> Target<'a> {
     }
 
     fn release(self) -> bool {
-        // SAFETY: as in acquire.
-        if unsafe { pg_sys::IsInParallelMode() } {
-            errors::parallel_mode();
-        }
+        refuse_parallel_worker();
         let released = self.lock.release(Scope::Session);
         if released {
             registry::released(self.lock);
         }
         released
     }
+}
+
+/// Locks belong to the session, so a parallel worker (which exits with the query) must not
+/// take or release them. The leader may, as it may call the built-ins in parallel mode.
+fn refuse_parallel_worker() {
+    // SAFETY: ParallelWorkerNumber is set once when a parallel worker starts.
+    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+        errors::parallel_worker();
+    }
+}
+
+fn in_parallel_mode() -> bool {
+    // SAFETY: reads backend-local transaction state.
+    unsafe { pg_sys::IsInParallelMode() }
 }
 
 /// The advisory-lock key of a name: the same bigint sqlx's `PgAdvisoryLock::new(name)` uses.
@@ -228,10 +240,7 @@ fn unlock_shared_key(key: Option<i64>) -> bool {
 
 #[pg_extern(volatile, parallel_restricted)]
 fn unlock_all() -> i32 {
-    // SAFETY: reads backend-local transaction state.
-    if unsafe { pg_sys::IsInParallelMode() } {
-        errors::parallel_mode();
-    }
+    refuse_parallel_worker();
     registry::release_all_session_locks()
 }
 

@@ -61,10 +61,26 @@ pub fn negative_timeout() -> ! {
     )
 }
 
-pub fn parallel_mode() -> ! {
-    raise(ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
-        "cannot use named locks during a parallel operation",
-        function_name!(),
-    ))
+pub fn parallel_worker() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+            "cannot use named locks in a parallel worker",
+            function_name!(),
+        )
+        .set_detail("A lock taken by a parallel worker would be released when the worker exits.")
+        .set_hint("Do not mark functions that take or release locks PARALLEL SAFE."),
+    )
+}
+
+pub fn timed_wait_in_parallel_mode() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+            "cannot wait for a named lock with a timeout during a parallel operation",
+            function_name!(),
+        )
+        .set_detail("A timed wait needs a subtransaction, which parallel mode does not allow.")
+        .set_hint("Take the lock in a statement of its own, or use a timeout of 0 or NULL."),
+    )
 }

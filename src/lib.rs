@@ -10,6 +10,14 @@ mod wait;
 
 ::pgrx::pg_module_magic!();
 
+// The schema is created by CREATE EXTENSION (pglock.control names it); every role may use
+// it, as every role may call the built-in advisory lock functions.
+pgrx::extension_sql!(
+    "GRANT USAGE ON SCHEMA pglock TO PUBLIC;",
+    name = "grant_schema_usage",
+    finalize
+);
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {

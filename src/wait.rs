@@ -69,9 +69,10 @@ pub fn acquire_until(lock: AdvisoryLock, scope: Scope, deadline: pg_sys::Timesta
         let watcher = SigintWatcher::install();
         enable_timeout_at(deadline_timeout_id(), deadline);
 
-        let result = PgTryBuilder::new(AssertUnwindSafe(|| Ok(lock.acquire_waiting(scope))))
-            .catch_others(|error| Err(error))
-            .execute();
+        let result: Result<Holds, Box<CaughtError>> =
+            PgTryBuilder::new(AssertUnwindSafe(|| Ok(lock.acquire_waiting(scope))))
+                .catch_others(|error| Err(Box::new(error)))
+                .execute();
 
         disable_timeout(deadline_timeout_id(), false);
         let cancelled_by_someone_else = watcher.remove();

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL clusters for scripts/run.sh and scripts/test.sh: created in a temporary
+# directory owned by postgres, listening on a Unix socket there only, removed on exit.
+# Source after scripts/setup.sh.
+
+# cluster_start: sets PGHOST, PGPORT, PGUSER, PGDATABASE for the new cluster.
+cluster_start() {
+  local bindir
+  bindir=$("$PGLOCK_PG_CONFIG" --bindir)
+  PGLOCK_CLUSTER_DIR=$(mktemp -d /tmp/pglock-cluster.XXXXXX)
+  chmod 755 "$PGLOCK_CLUSTER_DIR"
+  chown postgres: "$PGLOCK_CLUSTER_DIR"
+  trap cluster_stop EXIT
+  sudo -u postgres "$bindir/initdb" -D "$PGLOCK_CLUSTER_DIR/data" -U postgres -A trust \
+    --no-sync --encoding UTF8 --locale C >/dev/null
+  sudo -u postgres "$bindir/pg_ctl" -D "$PGLOCK_CLUSTER_DIR/data" -l "$PGLOCK_CLUSTER_DIR/server.log" -w \
+    -o "-c listen_addresses='' -k $PGLOCK_CLUSTER_DIR -p 5432 -c fsync=off" start >/dev/null
+  export PGHOST=$PGLOCK_CLUSTER_DIR PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
+}
+
+cluster_stop() {
+  [ -n "${PGLOCK_CLUSTER_DIR:-}" ] || return 0
+  sudo -u postgres "$("$PGLOCK_PG_CONFIG" --bindir)/pg_ctl" -D "$PGLOCK_CLUSTER_DIR/data" \
+    -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PGLOCK_CLUSTER_DIR"
+  PGLOCK_CLUSTER_DIR=
+}
