@@ -446,3 +446,55 @@ fn pglock_and_the_builtin_functions_share_one_lock() {
         .get(0);
     assert!(granted);
 }
+
+#[test]
+fn a_timed_wait_never_says_false_while_holding_the_lock() {
+    // The holder releases at about the moment the waiter's timeout fires, many times over;
+    // whatever the race's outcome, the answer must match what the waiter really holds.
+    let (mut holder, mut waiter, mut observer) = (session(), session(), session());
+    let waiter_pid = pid(&mut waiter);
+    let (mut granted, mut timed_out) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for round in 0..60 {
+        if Instant::now() > deadline {
+            break;
+        }
+        assert!(try_lock(&mut holder, "race"));
+        let delay = Duration::from_millis(20 + (round % 7) as u64);
+        let releases = thread::spawn(move || {
+            thread::sleep(delay);
+            assert!(unlock(&mut holder, "race"));
+            holder
+        });
+        let got = bool_of(&mut waiter, "SELECT pglock.lock($1, '25 ms')", "race");
+        holder = releases.join().unwrap();
+        let holds: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1",
+                &[&waiter_pid],
+            )
+            .unwrap()
+            .get(0);
+        let held: i64 = waiter
+            .query_one("SELECT count(*) FROM pglock.held()", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            holds, got as i64,
+            "round {round}: lock() said {got}, pg_locks says {holds}"
+        );
+        assert_eq!(
+            held, got as i64,
+            "round {round}: held() disagrees with lock() = {got}"
+        );
+        if got {
+            granted += 1;
+            assert!(unlock(&mut waiter, "race"));
+        } else {
+            timed_out += 1;
+        }
+        // No cancel of ours may be left pending to hit the next statement.
+        waiter.query_one("SELECT 1", &[]).expect("no stray cancel");
+    }
+    eprintln!("race rounds: {granted} granted, {timed_out} timed out");
+}
