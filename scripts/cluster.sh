@@ -3,24 +3,27 @@
 # directory owned by postgres, listening on a Unix socket there only, removed on exit.
 # Source after scripts/setup.sh.
 
-# cluster_start: sets PGHOST, PGPORT, PGUSER, PGDATABASE for the new cluster.
+# cluster_start PG_CONFIG [postgres -c settings...]: sets PGHOST, PGPORT, PGUSER, PGDATABASE.
 cluster_start() {
-  local bindir
-  bindir=$("$PGLOCK_PG_CONFIG" --bindir)
+  PGLOCK_CLUSTER_BINDIR=$("$1" --bindir)
+  shift
   PGLOCK_CLUSTER_DIR=$(mktemp -d /tmp/pglock-cluster.XXXXXX)
   chmod 755 "$PGLOCK_CLUSTER_DIR"
   chown postgres: "$PGLOCK_CLUSTER_DIR"
   trap cluster_stop EXIT
-  sudo -u postgres "$bindir/initdb" -D "$PGLOCK_CLUSTER_DIR/data" -U postgres -A trust \
-    --no-sync --encoding UTF8 --locale C >/dev/null
-  sudo -u postgres "$bindir/pg_ctl" -D "$PGLOCK_CLUSTER_DIR/data" -l "$PGLOCK_CLUSTER_DIR/server.log" -w \
-    -o "-c listen_addresses='' -k $PGLOCK_CLUSTER_DIR -p 5432 -c fsync=off" start >/dev/null
+  sudo -u postgres "$PGLOCK_CLUSTER_BINDIR/initdb" -D "$PGLOCK_CLUSTER_DIR/data" -U postgres \
+    -A trust --no-sync --encoding UTF8 --locale C >/dev/null
+  local options="-c listen_addresses='' -k $PGLOCK_CLUSTER_DIR -p 5432 -c fsync=off"
+  local setting
+  for setting in "$@"; do options+=" -c $setting"; done
+  sudo -u postgres "$PGLOCK_CLUSTER_BINDIR/pg_ctl" -D "$PGLOCK_CLUSTER_DIR/data" \
+    -l "$PGLOCK_CLUSTER_DIR/server.log" -w -o "$options" start >/dev/null
   export PGHOST=$PGLOCK_CLUSTER_DIR PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
 }
 
 cluster_stop() {
   [ -n "${PGLOCK_CLUSTER_DIR:-}" ] || return 0
-  sudo -u postgres "$("$PGLOCK_PG_CONFIG" --bindir)/pg_ctl" -D "$PGLOCK_CLUSTER_DIR/data" \
+  sudo -u postgres "$PGLOCK_CLUSTER_BINDIR/pg_ctl" -D "$PGLOCK_CLUSTER_DIR/data" \
     -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$PGLOCK_CLUSTER_DIR"
   PGLOCK_CLUSTER_DIR=

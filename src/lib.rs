@@ -1,6 +1,7 @@
 //! pglock: named locks for every SQL client, kept in PostgreSQL's own lock manager.
 
 mod api;
+mod compat;
 mod errors;
 mod key;
 mod lockmgr;

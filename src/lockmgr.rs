@@ -8,6 +8,8 @@ use std::ptr;
 
 use pgrx::pg_sys;
 
+use crate::compat::{acquire_extended, held_by_me};
+
 /// Exclusive or shared, as the built-in advisory lock functions use them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Mode {
@@ -188,41 +190,4 @@ unsafe fn holds_of(locallock: *const pg_sys::LOCALLOCK) -> Holds {
         }
     }
     holds
-}
-
-/// LockAcquireExtended across versions: PostgreSQL 18 added `logLockFailure`.
-unsafe fn acquire_extended(
-    tag: &pg_sys::LOCKTAG,
-    lockmode: pg_sys::LOCKMODE,
-    scope: Scope,
-    dont_wait: bool,
-    locallock: &mut *mut pg_sys::LOCALLOCK,
-) -> pg_sys::LockAcquireResult::Type {
-    let session = scope == Scope::Session;
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        #[cfg(not(feature = "pg18"))]
-        {
-            pg_sys::LockAcquireExtended(tag, lockmode, session, dont_wait, true, locallock)
-        }
-        #[cfg(feature = "pg18")]
-        {
-            pg_sys::LockAcquireExtended(tag, lockmode, session, dont_wait, true, locallock, false)
-        }
-    }
-}
-
-/// LockHeldByMe across versions: PostgreSQL 17 added `orstronger`.
-unsafe fn held_by_me(tag: &pg_sys::LOCKTAG, lockmode: pg_sys::LOCKMODE) -> bool {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        #[cfg(any(feature = "pg15", feature = "pg16"))]
-        {
-            pg_sys::LockHeldByMe(tag, lockmode)
-        }
-        #[cfg(any(feature = "pg17", feature = "pg18"))]
-        {
-            pg_sys::LockHeldByMe(tag, lockmode, false)
-        }
-    }
 }

@@ -21,18 +21,8 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
+use crate::compat::{disable_timeout, enable_timeout_at, RegisterTimeout, ANY_USER_TIMEOUT};
 use crate::lockmgr::{AdvisoryLock, Holds, Scope};
-
-/// PostgreSQL's timeout.h, which pgrx does not bind. RegisterTimeout allocates the first free
-/// user slot for any id at or above USER_TIMEOUT; 20 is above USER_TIMEOUT in 15 to 18 (12, 12,
-/// 13, 13) and below MAX_TIMEOUTS, so it asks for "any user slot" on every supported version.
-const ANY_USER_TIMEOUT: i32 = 20;
-type TimeoutHandler = unsafe extern "C-unwind" fn();
-unsafe extern "C-unwind" {
-    fn RegisterTimeout(id: i32, handler: TimeoutHandler) -> i32;
-    fn enable_timeout_at(id: i32, fin_time: pg_sys::TimestampTz);
-    fn disable_timeout(id: i32, keep_indicator: bool);
-}
 
 /// Set by the deadline timer's handler (in signal context).
 static DEADLINE_PASSED: AtomicBool = AtomicBool::new(false);

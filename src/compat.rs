@@ -1,0 +1,54 @@
+//! Every difference between the PostgreSQL versions pglock supports (see pg-versions), and the
+//! parts of PostgreSQL's C API that pgrx does not bind.
+
+use pgrx::pg_sys;
+
+use crate::lockmgr::Scope;
+
+/// PostgreSQL's timeout.h, which pgrx does not bind. RegisterTimeout allocates the first free
+/// user slot for any id at or above USER_TIMEOUT; 20 is above USER_TIMEOUT in 15 to 18 (12, 12,
+/// 13, 13) and below MAX_TIMEOUTS, so it asks for "any user slot" on every supported version.
+pub const ANY_USER_TIMEOUT: i32 = 20;
+pub type TimeoutHandler = unsafe extern "C-unwind" fn();
+unsafe extern "C-unwind" {
+    pub fn RegisterTimeout(id: i32, handler: TimeoutHandler) -> i32;
+    pub fn enable_timeout_at(id: i32, fin_time: pg_sys::TimestampTz);
+    pub fn disable_timeout(id: i32, keep_indicator: bool);
+}
+
+/// LockAcquireExtended across versions: PostgreSQL 18 added `logLockFailure`.
+pub unsafe fn acquire_extended(
+    tag: &pg_sys::LOCKTAG,
+    lockmode: pg_sys::LOCKMODE,
+    scope: Scope,
+    dont_wait: bool,
+    locallock: &mut *mut pg_sys::LOCALLOCK,
+) -> pg_sys::LockAcquireResult::Type {
+    let session = scope == Scope::Session;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        {
+            pg_sys::LockAcquireExtended(tag, lockmode, session, dont_wait, true, locallock)
+        }
+        #[cfg(feature = "pg18")]
+        {
+            pg_sys::LockAcquireExtended(tag, lockmode, session, dont_wait, true, locallock, false)
+        }
+    }
+}
+
+/// LockHeldByMe across versions: PostgreSQL 17 added `orstronger`.
+pub unsafe fn held_by_me(tag: &pg_sys::LOCKTAG, lockmode: pg_sys::LOCKMODE) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        {
+            pg_sys::LockHeldByMe(tag, lockmode)
+        }
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        {
+            pg_sys::LockHeldByMe(tag, lockmode, false)
+        }
+    }
+}
