@@ -5,7 +5,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::errors;
-use crate::key::derive_key;
+use crate::key_cache;
 use crate::lockmgr::{AdvisoryLock, Mode, Scope};
 use crate::name::{LockName, ServerText};
 use crate::registry;
@@ -51,7 +51,7 @@ struct Target<'a> {
 impl<'a> Target<'a> {
     fn named(name: Option<LockName<'a>>, mode: Mode) -> Self {
         let name = LockName::checked(name);
-        let key = derive_key(name.as_bytes());
+        let key = key_cache::key_of(&name);
         Target {
             lock: AdvisoryLock { key, mode },
             name: Some(name),
@@ -89,11 +89,13 @@ impl<'a> Target<'a> {
 
     fn release(self) -> bool {
         refuse_parallel_worker();
-        let released = self.lock.release(Scope::Session);
-        if released {
-            registry::released(self.lock);
+        match self.lock.release(Scope::Session) {
+            Some(holds_left) => {
+                registry::released(self.lock, holds_left);
+                true
+            }
+            None => false,
         }
-        released
     }
 }
 
@@ -114,7 +116,7 @@ fn in_parallel_mode() -> bool {
 /// The advisory-lock key of a name: the same bigint sqlx's `PgAdvisoryLock::new(name)` uses.
 #[pg_extern(immutable, parallel_safe)]
 fn key(name: Option<LockName>) -> i64 {
-    derive_key(LockName::checked(name).as_bytes())
+    key_cache::key_of(&LockName::checked(name))
 }
 
 // Session scope, exclusive.

@@ -4,6 +4,7 @@ mod api;
 mod compat;
 mod errors;
 mod key;
+mod key_cache;
 mod lockmgr;
 mod name;
 mod registry;

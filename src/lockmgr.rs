@@ -152,15 +152,21 @@ impl AdvisoryLock {
         }
     }
 
-    /// Releases one hold in `scope`. Returns false, without PostgreSQL's WARNING, when this
-    /// backend holds none there.
-    pub fn release(self, scope: Scope) -> bool {
-        if self.holds().in_scope(scope) == 0 {
-            return false;
+    /// Releases one hold in `scope` and returns the holds left, or `None` (without
+    /// PostgreSQL's WARNING) when this backend holds none there.
+    pub fn release(self, scope: Scope) -> Option<Holds> {
+        let mut holds = self.holds();
+        if holds.in_scope(scope) == 0 {
+            return None;
         }
         let tag = self.tag();
         // SAFETY: we hold it in this scope, so LockRelease finds the hold and cannot warn.
-        unsafe { pg_sys::LockRelease(&tag, self.mode.lockmode(), scope == Scope::Session) }
+        unsafe { pg_sys::LockRelease(&tag, self.mode.lockmode(), scope == Scope::Session) };
+        match scope {
+            Scope::Session => holds.session -= 1,
+            Scope::Transaction => holds.transaction -= 1,
+        }
+        Some(holds)
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use pgrx::pg_sys;
 
@@ -41,16 +42,46 @@ impl Entry {
 }
 
 struct Registry {
-    entries: HashMap<AdvisoryLock, Entry>,
+    entries: HashMap<AdvisoryLock, Entry, BuildHasherDefault<LockHasher>>,
     /// Size at which stale entries are swept out (amortised: doubles with the live set).
     sweep_at: usize,
 }
 
 const FIRST_SWEEP: usize = 64;
 
+/// Keys of named locks are uniformly distributed already; one multiply spreads small integer
+/// keys too. (The std hasher, SipHash, is built to resist hostile keys, which a session's own
+/// locks are not, and costs measurably more on the lock fast path.)
+#[derive(Default)]
+struct LockHasher(u64);
+
+impl Hasher for LockHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_i64(&mut self, value: i64) {
+        self.write_u64(value as u64);
+    }
+
+    fn write_isize(&mut self, value: isize) {
+        self.write_u64(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry {
-        entries: HashMap::new(),
+        entries: HashMap::default(),
         sweep_at: FIRST_SWEEP,
     });
 }
@@ -83,13 +114,12 @@ pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, holds: Hol
     });
 }
 
-/// Records that pglock just released one hold of `lock`.
-pub fn released(lock: AdvisoryLock) {
+/// Records that pglock just released one hold of `lock`, leaving `holds`. The entry stays
+/// (so the next acquisition allocates nothing) until a sweep finds the lock no longer held.
+pub fn released(lock: AdvisoryLock, holds: Holds) {
     REGISTRY.with_borrow_mut(|registry| {
         if let Some(entry) = registry.entries.get_mut(&lock) {
-            if !entry.keep(lock.holds()) {
-                registry.entries.remove(&lock);
-            }
+            entry.keep(holds);
         }
     });
 }
