@@ -1,0 +1,689 @@
+#!/usr/bin/env python3
+"""pglock's benchmark: pglock beside the built-ins, the do-it-yourself alternatives, the
+round-trip floor, and the lock services a user might pick instead.
+
+Run through bench/run.sh, which installs what this needs and a release build of pglock.
+Everything runs on this machine: a throwaway PostgreSQL, MariaDB and Redis, each on a Unix
+socket in a temporary directory, stopped and removed at the end. Every compared variant is
+run interleaved (A B C A B C ...) for several rounds so that drift cancels out; the results
+report medians, the min-max spread and ratios measured in the same run.
+"""
+
+import argparse
+import datetime
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def as_user(user, cmd):
+    return ["sudo", "-u", user] + cmd
+
+
+class Postgres:
+    """A throwaway cluster owned by postgres, reachable on a Unix socket only."""
+
+    def __init__(self, pg_config, workdir):
+        self.bindir = run([pg_config, "--bindir"]).stdout.strip()
+        self.dir = os.path.join(workdir, "pg")
+        os.makedirs(self.dir)
+        shutil.chown(self.dir, "postgres", "postgres")
+        self.data = os.path.join(self.dir, "data")
+        run(as_user("postgres", [f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres",
+                                 "-A", "trust", "--no-sync", "-E", "UTF8", "--locale", "C"]))
+        settings = {
+            "listen_addresses": "''", "unix_socket_directories": f"'{self.dir}'",
+            "port": "5432", "max_connections": "120", "shared_buffers": "256MB",
+            "max_locks_per_transaction": "256", "fsync": "off",
+            "synchronous_commit": "off", "autovacuum": "off",
+        }
+        with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as conf:
+            for name, value in settings.items():
+                conf.write(f"{name} = {value}\n")
+        run(as_user("postgres", [f"{self.bindir}/pg_ctl", "-D", self.data, "-w", "-l",
+                                 os.path.join(self.dir, "log"), "start"]))
+        self.version = self.sql("SHOW server_version").strip()
+        self.sql("CREATE EXTENSION pglock")
+
+    def env(self):
+        return dict(os.environ, PGHOST=self.dir, PGPORT="5432", PGUSER="postgres",
+                    PGDATABASE="postgres")
+
+    def sql(self, query):
+        return run([f"{self.bindir}/psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", query],
+                   env=self.env()).stdout
+
+    def psql(self, *args, application_name="pglock-bench", **kw):
+        return subprocess.Popen([f"{self.bindir}/psql", "-XAtq", "-v", "ON_ERROR_STOP=1", *args],
+                                env=dict(self.env(), PGAPPNAME=application_name), text=True, **kw)
+
+    def stop(self):
+        subprocess.run(as_user("postgres", [f"{self.bindir}/pg_ctl", "-D", self.data,
+                                            "-m", "fast", "stop"]), capture_output=True)
+
+
+class Pgbench:
+    def __init__(self, pg, workdir, seconds):
+        self.pg, self.seconds = pg, seconds
+        self.scripts = os.path.join(workdir, "scripts")
+        os.makedirs(self.scripts, exist_ok=True)
+        self.logs = os.path.join(workdir, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.commands = []
+
+    def script(self, name, body):
+        path = os.path.join(self.scripts, f"{name}.sql")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(body).strip() + "\n")
+        return path
+
+    def statement_latency(self, script, statement):
+        """Average latency in ms of one statement of `script`, run by one client (pgbench -r)."""
+        cmd = [f"{self.pg.bindir}/pgbench", "-n", "-M", "prepared", "-c", "1", "-r",
+               "-T", str(self.seconds), "-f", script]
+        self.note(cmd, script)
+        out = run(cmd, env=self.pg.env()).stdout
+        for line in out.splitlines():
+            fields = line.split(None, 2)
+            if len(fields) == 3 and fields[2].strip() == statement:
+                return float(fields[0])
+            if len(fields) == 2 and fields[1].strip() == statement:
+                return float(fields[0])
+        raise RuntimeError(f"no latency for {statement!r} in:\n{out}")
+
+    def note(self, cmd, script):
+        shown = " ".join(os.path.basename(c) if c == script else c for c in cmd[1:])
+        if shown not in self.commands:
+            self.commands.append(shown)
+
+    def run(self, script, clients, protocol="prepared", log=False):
+        """Returns (tps, per-transaction latencies in ms or None, per-client counts or None)."""
+        cmd = [f"{self.pg.bindir}/pgbench", "-n", "-M", protocol, "-c", str(clients),
+               "-j", str(min(clients, 2)), "-T", str(self.seconds), "-f", script]
+        for old in os.listdir(self.logs):
+            os.remove(os.path.join(self.logs, old))
+        if log:
+            cmd += ["-l", f"--log-prefix={self.logs}/tx"]
+        self.note(cmd, script)
+        out = run(cmd, env=self.pg.env(), cwd=self.logs).stdout
+        tps = float(re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out).group(1))
+        if not log:
+            return tps, None, None
+        latencies, per_client = [], {}
+        for name in os.listdir(self.logs):
+            with open(os.path.join(self.logs, name)) as f:
+                for line in f:
+                    fields = line.split()
+                    client, micros = int(fields[0]), int(fields[2])
+                    latencies.append(micros / 1000.0)
+                    per_client[client] = per_client.get(client, 0) + 1
+        counts = [per_client.get(c, 0) for c in range(clients)]
+        return tps, latencies, counts
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, int(round(p / 100.0 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def jain(counts):
+    total = sum(counts)
+    squares = sum(c * c for c in counts)
+    return total * total / (len(counts) * squares) if squares else float("nan")
+
+
+def interleaved(variants, rounds, measure):
+    """Runs measure(variant) for every variant, round after round; returns {variant: [results]}."""
+    results = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            results[v].append(measure(v))
+    return results
+
+
+def fmt_tps(values):
+    med = statistics.median(values)
+    return f"{med:,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+
+def ratio(a, b):
+    return statistics.median(a) / statistics.median(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workloads
+
+UNCONTENDED = {
+    # Each client locks a name (or key) of its own: pgbench's client_id.
+    "pglock.try_lock(name)": """
+        \\set n :client_id
+        SELECT pglock.try_lock(:n);
+        SELECT pglock.unlock(:n);
+    """,
+    "pg_try_advisory_lock(int)": """
+        \\set n :client_id
+        SELECT pg_try_advisory_lock(:n);
+        SELECT pg_advisory_unlock(:n);
+    """,
+    "pg_try_advisory_lock(hashtext(name))": """
+        \\set n :client_id
+        SELECT pg_try_advisory_lock(hashtext(:n));
+        SELECT pg_advisory_unlock(hashtext(:n));
+    """,
+    "pg_try_advisory_lock(SHA-256 in SQL)": """
+        \\set n :client_id
+        SELECT pg_try_advisory_lock(('x' || left(encode(sha256(convert_to(:n, 'UTF8')), 'hex'), 16))::bit(64)::bigint);
+        SELECT pg_advisory_unlock(('x' || left(encode(sha256(convert_to(:n, 'UTF8')), 'hex'), 16))::bit(64)::bigint);
+    """,
+    "pglock.lock(name, '1 second')": """
+        \\set n :client_id
+        SELECT pglock.lock(:n, '1 second');
+        SELECT pglock.unlock(:n);
+    """,
+    "pg_advisory_lock(int)": """
+        \\set n :client_id
+        SELECT pg_advisory_lock(:n);
+        SELECT pg_advisory_unlock(:n);
+    """,
+    "SELECT 1 (floor)": """
+        SELECT 1;
+        SELECT 1;
+    """,
+}
+
+# Simple protocol: names travel as literals inside the query text, as a client would send them.
+UNCONTENDED_SIMPLE = {
+    "pglock.try_lock('job-N')": """
+        \\set n :client_id
+        SELECT pglock.try_lock('job-:n');
+        SELECT pglock.unlock('job-:n');
+    """,
+    "pg_try_advisory_lock(N)": """
+        \\set n :client_id
+        SELECT pg_try_advisory_lock(:n);
+        SELECT pg_advisory_unlock(:n);
+    """,
+    "pg_try_advisory_lock(hashtext('job-N'))": """
+        \\set n :client_id
+        SELECT pg_try_advisory_lock(hashtext('job-:n'));
+        SELECT pg_advisory_unlock(hashtext('job-:n'));
+    """,
+}
+
+CONTENDED = {
+    # All clients want one lock.
+    "pglock.lock('hot', '10 seconds')": """
+        SELECT pglock.lock('hot', '10 seconds');
+        SELECT pglock.unlock('hot');
+    """,
+    "pg_advisory_lock(42)": """
+        SELECT pg_advisory_lock(42);
+        SELECT pg_advisory_unlock(42);
+    """,
+    "PL/pgSQL lock_timeout + exception": """
+        SELECT bench_lock_with_timeout(42, '10 seconds');
+        SELECT pg_advisory_unlock(42);
+    """,
+    "polling pg_try_advisory_lock + pg_sleep(0.01)": """
+        SELECT bench_lock_by_polling(42, '10 seconds');
+        SELECT pg_advisory_unlock(42);
+    """,
+}
+
+HELPER_FUNCTIONS = """
+CREATE FUNCTION bench_lock_with_timeout(key bigint, timeout interval) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('lock_timeout', (extract(epoch FROM timeout) * 1000)::bigint::text, true);
+    PERFORM pg_advisory_lock(key);
+    RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+END $$;
+
+CREATE FUNCTION bench_lock_by_polling(key bigint, timeout interval) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+    LOOP
+        IF pg_try_advisory_lock(key) THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() >= deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
+"""
+
+
+def bench_uncontended(bench, clients_list, rounds, out):
+    out.append("## 1. Uncontended: each client locks a name of its own\n")
+    for protocol, workloads, reference, named in [
+        ("prepared", UNCONTENDED, "pg_try_advisory_lock(int)", "pglock.try_lock(name)"),
+        ("simple", UNCONTENDED_SIMPLE, "pg_try_advisory_lock(N)", "pglock.try_lock('job-N')"),
+    ]:
+        scripts = {name: bench.script(f"{protocol}-{i}", body)
+                   for i, (name, body) in enumerate(workloads.items())}
+        out.append(f"### {protocol} protocol (TPS: median (min–max) of {rounds} interleaved rounds; "
+                   f"one transaction = lock + unlock, two statements)\n")
+        header = "| variant | " + " | ".join(f"c={c}" for c in clients_list) + " |"
+        out.append(header)
+        out.append("|---" * (len(clients_list) + 1) + "|")
+        per_clients = {}
+        for c in clients_list:
+            per_clients[c] = interleaved(list(scripts), rounds,
+                                         lambda v: bench.run(scripts[v], c, protocol)[0])
+        for name in scripts:
+            out.append(f"| {name} | " + " | ".join(fmt_tps(per_clients[c][name])
+                                                     for c in clients_list) + " |")
+        out.append("")
+        out.append(f"Ratios (medians, same run):\n")
+        out.append("| ratio | " + " | ".join(f"c={c}" for c in clients_list) + " |")
+        out.append("|---" * (len(clients_list) + 1) + "|")
+        pairs = [(named, reference)]
+        hashtext = [n for n in scripts if "hashtext" in n][0]
+        pairs.append((named, hashtext))
+        if protocol == "prepared":
+            pairs += [("pglock.lock(name, '1 second')", "pg_advisory_lock(int)"),
+                      ("pg_try_advisory_lock(SHA-256 in SQL)", reference),
+                      (reference, "SELECT 1 (floor)")]
+        for a, b in pairs:
+            out.append(f"| {a} / {b} | " + " | ".join(
+                f"{ratio(per_clients[c][a], per_clients[c][b]):.3f}" for c in clients_list) + " |")
+        out.append("")
+
+
+def bench_contended(bench, clients_list, rounds, out):
+    out.append("## 2. Contended: every client wants the same lock\n")
+    scripts = {name: bench.script(f"contended-{i}", body)
+               for i, (name, body) in enumerate(CONTENDED.items())}
+    out.append(f"TPS and latency of lock + unlock (wait included), medians of {rounds} interleaved "
+               "rounds; fairness is Jain's index over per-client transaction counts (1.00 = "
+               "every client got the same share).\n")
+    out.append("| variant | clients | TPS | p50 ms | p99 ms | max ms | fairness |")
+    out.append("|---|---|---|---|---|---|---|")
+    ratios = []
+    for c in clients_list:
+        def measure(v):
+            tps, lat, counts = bench.run(scripts[v], c, log=True)
+            lat.sort()
+            return tps, percentile(lat, 50), percentile(lat, 99), lat[-1], jain(counts)
+        results = interleaved(list(scripts), rounds, measure)
+        for name, rs in results.items():
+            col = list(zip(*rs))
+            out.append(f"| {name} | {c} | {fmt_tps(col[0])} | {statistics.median(col[1]):.2f} | "
+                       f"{statistics.median(col[2]):.2f} | {statistics.median(col[3]):.1f} | "
+                       f"{statistics.median(col[4]):.3f} |")
+        mine, builtin = results["pglock.lock('hot', '10 seconds')"], results["pg_advisory_lock(42)"]
+        ratios.append((c, ratio([r[0] for r in mine], [r[0] for r in builtin]),
+                       statistics.median([r[2] for r in mine]) / statistics.median([r[2] for r in builtin]),
+                       statistics.median([r[4] for r in mine])))
+    out.append("")
+    out.append("| clients | pglock TPS / built-in TPS | pglock p99 / built-in p99 | pglock fairness |")
+    out.append("|---|---|---|---|")
+    for c, t, p, f in ratios:
+        out.append(f"| {c} | {t:.3f} | {p:.3f} | {f:.3f} |")
+    out.append("")
+
+
+def hold_foreign_locks(pg, count):
+    """A session that holds `count` advisory locks until its stdin closes."""
+    holder = pg.psql("-f", "-", application_name="pglock-bench-holder",
+                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder.stdin.write(f"SELECT count(pg_advisory_lock(1000000 + g)) FROM generate_series(1, {count}) g;\n")
+    holder.stdin.write("SELECT pg_sleep(3600);\n")
+    holder.stdin.flush()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        n = int(pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                       "AND pid <> pg_backend_pid()"))
+        if n >= count:
+            return holder
+        time.sleep(0.1)
+    raise RuntimeError("the lock holder did not take its locks")
+
+
+def release_foreign_locks(pg, holder):
+    """Ends the holder's session (its backend sleeps, so closing the client is not enough)."""
+    pg.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+           "WHERE application_name = 'pglock-bench-holder'")
+    holder.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if int(pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")) == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the lock holder's locks were not released")
+
+
+def bench_held(bench, pg, rounds, out):
+    out.append("## 3. held() and pg_locks\n")
+    held_sql = "SELECT count(*) FROM pglock.held();"
+    pg_locks_sql = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid();")
+    scripts = {}
+    for label, lookup in [("held", held_sql), ("pg_locks", pg_locks_sql)]:
+        scripts[label] = bench.script(f"lookup-{label}", f"""
+            SELECT pglock.try_lock('mine');
+            {lookup}
+            SELECT pglock.unlock('mine');
+        """)
+    lookups = {"held": held_sql, "pg_locks": pg_locks_sql}
+    out.append("Latency of the look-up statement alone (ms, pgbench -r, one client holding one "
+               f"lock of its own; median of {rounds} interleaved rounds) while another session "
+               "holds N advisory locks:\n")
+    out.append("| N foreign locks | pglock.held() | pg_locks, own advisory locks |")
+    out.append("|---|---|---|")
+    latency = {}
+    for n in [0, 1000, 10000]:
+        holder = hold_foreign_locks(pg, n) if n else None
+        try:
+            results = interleaved(["held", "pg_locks"], rounds,
+                                  lambda v: bench.statement_latency(scripts[v], lookups[v]))
+        finally:
+            if holder:
+                release_foreign_locks(pg, holder)
+        latency[n] = results
+        out.append(f"| {n:,} | {statistics.median(results['held']):.4f} | "
+                   f"{statistics.median(results['pg_locks']):.4f} |")
+    out.append("")
+    out.append(f"held() at 10,000 foreign locks / held() at 0: "
+               f"{ratio(latency[10000]['held'], latency[0]['held']):.3f}; "
+               f"pg_locks at 10,000 / at 0: {ratio(latency[10000]['pg_locks'], latency[0]['pg_locks']):.3f}\n")
+
+    lockers = bench.script("lockers", UNCONTENDED["pg_try_advisory_lock(int)"])
+    loops = {
+        "none": None,
+        "SELECT 1 loop (same CPU, no lock look-up)": "SELECT 1;",
+        "held() loop": "SELECT count(*) FROM pglock.held();",
+        "pg_locks loop": "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();",
+    }
+    loop_scripts = {k: bench.script(f"loop-{i}", v) for i, (k, v) in enumerate(loops.items()) if v}
+
+    def measure(v):
+        looper = None
+        if v != "none":
+            looper = subprocess.Popen(
+                [f"{pg.bindir}/pgbench", "-n", "-M", "prepared", "-c", "1", "-T",
+                 str(bench.seconds + 2), "-f", loop_scripts[v]],
+                env=pg.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        try:
+            return bench.run(lockers, 8)[0]
+        finally:
+            if looper:
+                looper.wait()
+
+    holder = hold_foreign_locks(pg, 10000)
+    try:
+        results = interleaved(list(loops), rounds, measure)
+    finally:
+        release_foreign_locks(pg, holder)
+    baseline = "SELECT 1 loop (same CPU, no lock look-up)"
+    out.append("TPS of 8 sessions locking and unlocking keys of their own, while another session "
+               "holds 10,000 advisory locks and a ninth session runs a statement in a loop. On a "
+               "machine with few cores any busy ninth session takes CPU from the lockers, so the "
+               "fair comparison for a look-up is a loop of `SELECT 1`, which costs the same round "
+               "trips but touches no lock:\n")
+    out.append("| ninth session | lockers' TPS | ratio to none | ratio to SELECT 1 loop |")
+    out.append("|---|---|---|---|")
+    for k in loops:
+        out.append(f"| {k} | {fmt_tps(results[k])} | {ratio(results[k], results['none']):.3f} | "
+                   f"{ratio(results[k], results[baseline]):.3f} |")
+    out.append("")
+
+
+# ---------------------------------------------------------------------------------------------
+# Peers, through Python: one process per client, the same loop shape for each service.
+
+def peer_worker(kind, api, address, name, seconds, queue):
+    """Counts lock + unlock cycles per second for one client. `api` is "standard" (each
+    library's everyday call) or "low-level" (each library's thinnest call to its C client)."""
+    if kind.startswith("postgres"):
+        import psycopg
+        conn = psycopg.connect(host=address, user="postgres", dbname="postgres", autocommit=True)
+        if kind == "postgres pglock":
+            lock, unlock = "SELECT pglock.try_lock($1::text)", "SELECT pglock.unlock($1::text)"
+        else:
+            lock = "SELECT pg_try_advisory_lock(hashtext($1::text))"
+            unlock = "SELECT pg_advisory_unlock(hashtext($1::text))"
+        if api == "standard":
+            cur = conn.cursor()
+            lock_q, unlock_q = lock.replace("$1", "%s"), unlock.replace("$1", "%s")
+
+            def cycle():
+                cur.execute(lock_q, (name,), prepare=True)
+                assert cur.fetchone()[0]
+                cur.execute(unlock_q, (name,), prepare=True)
+                cur.fetchone()
+        else:
+            pgconn = conn.pgconn
+            pgconn.prepare(b"lock", lock.encode())
+            pgconn.prepare(b"unlock", unlock.encode())
+            param = [name.encode()]
+
+            def cycle():
+                result = pgconn.exec_prepared(b"lock", param)
+                assert result.get_value(0, 0) == b"t"
+                pgconn.exec_prepared(b"unlock", param)
+    elif kind == "mariadb":
+        import MySQLdb
+        conn = MySQLdb.connect(unix_socket=address, user="root")
+        if api == "standard":
+            cur = conn.cursor()
+
+            def cycle():
+                cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
+                assert cur.fetchone()[0] == 1
+                cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
+                cur.fetchone()
+        else:
+            quoted = conn.string_literal(name.encode()).decode()
+            lock_q = f"SELECT GET_LOCK({quoted}, 0)".encode()
+            unlock_q = f"SELECT RELEASE_LOCK({quoted})".encode()
+
+            def cycle():
+                conn.query(lock_q)
+                assert conn.store_result().fetch_row()[0][0] == 1
+                conn.query(unlock_q)
+                conn.store_result().fetch_row()
+    else:
+        import redis
+        conn = redis.Redis(unix_socket_path=address)
+        if api == "standard":
+            def cycle():
+                assert conn.set(name, "token", nx=True, px=10000)
+                conn.delete(name)
+        else:
+            def cycle():
+                assert conn.execute_command("SET", name, "token", "NX", "PX", 10000)
+                conn.execute_command("DEL", name)
+    for _ in range(200):
+        cycle()
+    count, start = 0, time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        cycle()
+        count += 1
+    queue.put(count / (time.perf_counter() - start))
+
+
+def peer_rate(kind, api, address, clients, seconds):
+    queue = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=peer_worker,
+                                     args=(kind, api, address, f"bench-{i}", seconds, queue))
+             for i in range(clients)]
+    for p in procs:
+        p.start()
+    rates = [queue.get(timeout=seconds + 60) for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
+
+
+class MariaDB:
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "mariadb")
+        os.makedirs(self.dir)
+        shutil.chown(self.dir, "mysql", "mysql")
+        self.socket = os.path.join(self.dir, "sock")
+        run(["mariadb-install-db", f"--datadir={self.dir}/data", "--user=mysql",
+             "--auth-root-authentication-method=normal", "--skip-test-db"])
+        self.proc = subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={self.dir}/data", f"--socket={self.socket}",
+             "--skip-networking", "--user=mysql", f"--pid-file={self.dir}/pid",
+             "--innodb-buffer-pool-size=128M", "--max-connections=200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(300):
+            if os.path.exists(self.socket):
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        self.version = run(["mariadb", f"--socket={self.socket}", "-uroot", "-N", "-e",
+                            "SELECT VERSION()"]).stdout.strip()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+class Redis:
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir)
+        self.socket = os.path.join(self.dir, "sock")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", self.socket, "--save", "",
+             "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if os.path.exists(self.socket):
+                break
+            time.sleep(0.1)
+        self.version = run(["redis-server", "--version"]).stdout.split()[2].replace("v=", "")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def bench_peers(pg, workdir, clients, seconds, rounds, out):
+    import MySQLdb
+    import psycopg
+    import redis as redis_module
+    maria, red = MariaDB(workdir), Redis(workdir)
+    try:
+        kinds = {"postgres pglock": pg.dir, "postgres hashtext": pg.dir,
+                 "mariadb": maria.socket, "redis": red.socket}
+        labels = {
+            "postgres pglock": "PostgreSQL pglock.try_lock(name) + pglock.unlock(name)",
+            "postgres hashtext": "PostgreSQL pg_try_advisory_lock(hashtext(name)) + unlock",
+            "mariadb": f"MariaDB {maria.version} GET_LOCK(name, 0) + RELEASE_LOCK(name)",
+            "redis": f"Redis {red.version} SET name token NX PX 10000 + DEL name",
+        }
+        runs = [(k, api) for api in ("standard", "low-level") for k in kinds]
+        results = interleaved(runs, rounds,
+                              lambda run: peer_rate(run[0], run[1], kinds[run[0]], clients, seconds))
+    finally:
+        maria.stop()
+        red.stop()
+    out.append("## 4. Peers, through Python\n")
+    out.append(f"Lock + unlock cycles per second, {clients} client processes each with its own "
+               f"connection and name, {seconds} s per run, median (min–max) of {rounds} "
+               f"interleaved rounds. Clients: psycopg {psycopg.__version__} "
+               f"({psycopg.pq.__impl__}), mysqlclient "
+               f"{'.'.join(map(str, MySQLdb.version_info[:3]))}, redis-py {redis_module.__version__}; "
+               "every server on a Unix socket on this machine. *Standard* is each library's "
+               "everyday call (psycopg `cursor.execute(..., prepare=True)`, mysqlclient "
+               "`cursor.execute`, redis-py `set`/`delete`); *low-level* is its thinnest call "
+               "(psycopg `pgconn.exec_prepared`, mysqlclient `conn.query` + `store_result`, "
+               "redis-py `execute_command`). The SQL is the same at both levels.\n")
+    for api in ("standard", "low-level"):
+        out.append(f"{api.capitalize()} API:\n")
+        out.append("| service | cycles/s | ratio to MariaDB |")
+        out.append("|---|---|---|")
+        for k in kinds:
+            out.append(f"| {labels[k]} | {fmt_tps(results[(k, api)])} | "
+                       f"{ratio(results[(k, api)], results[('mariadb', api)]):.3f} |")
+        out.append("")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer clients, shorter runs")
+    parser.add_argument("--pg-config", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--skip-peers", action="store_true")
+    args = parser.parse_args()
+
+    quick = args.quick
+    clients_list = [2, 8] if quick else [1, 2, 8, 32]
+    seconds = 1 if quick else 3
+    rounds = 3
+    started = time.time()
+    workdir = tempfile.mkdtemp(prefix="pglock-bench.")
+    os.chmod(workdir, 0o755)
+    pg = Postgres(args.pg_config, workdir)
+    out = []
+    try:
+        pg.sql(HELPER_FUNCTIONS)
+        bench = Pgbench(pg, workdir, seconds)
+        bench_uncontended(bench, clients_list, rounds, out)
+        bench_contended(bench, clients_list, rounds, out)
+        bench_held(bench, pg, rounds, out)
+        if not args.skip_peers:
+            bench_peers(pg, workdir, 8, 2 if quick else 5, rounds, out)
+        commands = bench.commands
+    finally:
+        pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    head = [
+        "# pglock benchmark results" + (" (quick mode)" if quick else ""),
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- machine: {os.cpu_count()} cores ({cpu}), "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        f"{platform.system()} {platform.release()}",
+        f"- PostgreSQL {pg.version}, pglock release build; server settings: shared_buffers=256MB, "
+        "max_locks_per_transaction=256, fsync=off, synchronous_commit=off, autovacuum=off, "
+        "Unix socket",
+        f"- rerun: `bench/run.sh{' --quick' if quick else ''}` (took {time.time() - started:.0f} s)",
+        "- pgbench runs (scripts are the SQL shown in bench/bench.py):",
+    ]
+    head += [f"  - `pgbench {c}`" for c in commands[:6]]
+    if len(commands) > 6:
+        head.append(f"  - ... {len(commands) - 6} more of the same shape")
+    head.append("")
+    with open(args.output, "w") as f:
+        f.write("\n".join(head + out) + "\n")
+    print("\n".join(head + out))
+
+
+if __name__ == "__main__":
+    main()
