@@ -59,6 +59,14 @@ for v in "${PGLOCK_VERSIONS[@]}"; do
   rm -rf "$download"
 done
 
+# Python with psycopg, for the examples and the client tests.
+PGLOCK_PYTHON=$PGLOCK_PREFIX/venv/bin/python
+if ! "$PGLOCK_PYTHON" -c 'import psycopg' 2>/dev/null; then
+  log "installing psycopg into $PGLOCK_PREFIX/venv"
+  python3 -m venv "$PGLOCK_PREFIX/venv"
+  "$PGLOCK_PREFIX/venv/bin/pip" install --quiet 'psycopg[binary]>=3.2'
+fi
+
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGLOCK_PGRX_VERSION\$"; then
   log "installing cargo-pgrx $PGLOCK_PGRX_VERSION (a few minutes, once)"
   cargo install cargo-pgrx --version "$PGLOCK_PGRX_VERSION" --locked --quiet

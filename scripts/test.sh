@@ -4,8 +4,11 @@
 # Runs pglock's whole test suite against each PostgreSQL version:
 #   1. Rust tests (`cargo pgrx test`): unit tests, in-backend tests, and tests/sessions.rs,
 #      which drives several real connections against pgrx's test instance;
-#   2. pg_regress (tests/pg_regress): single-session behaviour and every SQLSTATE, against a
-#      throwaway cluster with the extension installed.
+#   2. pg_regress (tests/pg_regress): single-session behaviour and every SQLSTATE, and
+#      isolation specs (tests/isolation) for deterministic multi-session behaviour, against a
+#      throwaway cluster with the extension installed (not preloaded; the Rust tests' instance
+#      has pglock in shared_preload_libraries);
+#   3. examples/: go-pglock's use cases as runnable Python scripts that assert their outcome.
 # Installs whatever is missing first (scripts/setup.sh). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +24,7 @@ work=/tmp/pglock-test
 mkdir -p "$work"
 chown postgres: "$work"
 tests=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||' | sort)
+specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | sort)
 
 for major in "${majors[@]}"; do
   pg_config=$(pg_config_for "$major")
@@ -43,6 +47,24 @@ for major in "${majors[@]}"; do
     cat "$out/regression.diffs" >&2 || true
     exit 1
   fi
+
+  log "PostgreSQL $major: isolation specs"
+  out=$work/isolation-$major
+  rm -rf "$out"
+  mkdir -p "$out"
+  chown postgres: "$out"
+  if ! sudo -u postgres "$("$pg_config" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress" \
+        --inputdir=tests/isolation --outputdir="$out" --bindir="$PGLOCK_CLUSTER_BINDIR" \
+        --host="$PGHOST" --port="$PGPORT" --user=postgres --load-extension=pglock \
+        --dbname=pglock_isolation $specs; then
+    cat "$out/regression.diffs" >&2 || true
+    exit 1
+  fi
+
+  log "PostgreSQL $major: examples"
+  psql_bin=$PGLOCK_CLUSTER_BINDIR/psql
+  "$psql_bin" -qX -c 'CREATE EXTENSION pglock'
+  PYTHON=$PGLOCK_PYTHON examples/run_all.sh
   cluster_stop
 done
 log "all tests passed on PostgreSQL ${majors[*]}"

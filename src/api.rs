@@ -6,9 +6,10 @@ use pgrx::prelude::*;
 
 use crate::errors;
 use crate::key_cache;
-use crate::lockmgr::{AdvisoryLock, Mode, Scope};
+use crate::lockmgr::{AdvisoryLock, Holds, Mode, Scope};
 use crate::name::{LockName, ServerText};
 use crate::registry;
+use crate::shared_names;
 use crate::wait::{self, Outcome};
 
 /// What to do when the lock is taken by someone else.
@@ -74,17 +75,35 @@ impl<'a> Target<'a> {
         }
         let holds = match self.lock.try_acquire(scope) {
             Some(holds) => holds,
-            None => match wait {
-                Wait::No => return false,
-                Wait::WithoutDeadline => wait::acquire_without_deadline(self.lock, scope),
-                Wait::Until(deadline) => match wait::acquire_until(self.lock, scope, deadline) {
+            None if matches!(wait, Wait::No) => return false,
+            None => {
+                // Waiters show their lock's name to other sessions too.
+                self.publish_name();
+                let outcome = match wait {
+                    Wait::WithoutDeadline => {
+                        Outcome::Granted(wait::acquire_without_deadline(self.lock, scope))
+                    }
+                    Wait::Until(deadline) => wait::acquire_until(self.lock, scope, deadline),
+                    Wait::No => unreachable!("handled above"),
+                };
+                match outcome {
                     Outcome::Granted(holds) => holds,
-                    Outcome::TimedOut => return false,
-                },
-            },
+                    Outcome::TimedOut => {
+                        shared_names::withdraw_if_unheld(self.lock.key);
+                        return false;
+                    }
+                }
+            }
         };
+        self.publish_name();
         registry::acquired(self.lock, scope, self.name.as_deref(), holds);
         true
+    }
+
+    fn publish_name(&self) {
+        if let Some(name) = &self.name {
+            shared_names::publish(self.lock.key, name);
+        }
     }
 
     fn release(self) -> bool {
@@ -92,6 +111,9 @@ impl<'a> Target<'a> {
         match self.lock.release(Scope::Session) {
             Some(holds_left) => {
                 registry::released(self.lock, holds_left);
+                if holds_left == Holds::default() {
+                    shared_names::withdraw_if_unheld(self.lock.key);
+                }
                 true
             }
             None => false,
@@ -274,3 +296,62 @@ fn held() -> TableIterator<
     });
     TableIterator::new(rows)
 }
+
+/// The names of advisory locks known to this session: its own (always), and every other
+/// session's when pglock is preloaded. Backs the pglock.locks view; rows for keys no longer
+/// held are possible here and are dropped by the view's join with pg_locks.
+#[pg_extern(volatile, parallel_restricted)]
+fn lock_names(
+) -> TableIterator<'static, (name!(pid, i32), name!(key, i64), name!(name, ServerText))> {
+    // SAFETY: set at backend start.
+    let me = unsafe { pg_sys::MyProcPid };
+    let mut rows: Vec<(i32, i64, ServerText)> = registry::names()
+        .into_iter()
+        .map(|(key, name)| (me, key, ServerText(name)))
+        .collect();
+    rows.extend(
+        shared_names::all()
+            .into_iter()
+            .filter(|(pid, _, _)| *pid != me)
+            .map(|(pid, key, name)| (pid, key, ServerText(name))),
+    );
+    TableIterator::new(rows)
+}
+
+extension_sql!(
+    r#"
+CREATE VIEW locks AS
+SELECT names.name,
+       l.key,
+       l.mode,
+       l.granted,
+       l.pid,
+       activity.application_name,
+       activity.client_addr,
+       activity.state,
+       l.waitstart AS waiting_since,
+       CASE WHEN NOT l.granted
+            THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.waitstart END AS wait_duration,
+       CASE WHEN NOT l.granted THEN pg_catalog.pg_blocking_pids(l.pid) END AS blocked_by
+FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
+               OPERATOR(pg_catalog.|) lk.objid::pg_catalog.int8 AS key,
+             CASE lk.mode WHEN 'ExclusiveLock' THEN 'exclusive'
+                          WHEN 'ShareLock' THEN 'shared'
+                          ELSE lk.mode END AS mode,
+             lk.granted, lk.pid, lk.waitstart
+      FROM pg_catalog.pg_locks lk
+      WHERE lk.locktype OPERATOR(pg_catalog.=) 'advisory'
+        AND lk.objsubid OPERATOR(pg_catalog.=) 1
+        AND lk.database OPERATOR(pg_catalog.=)
+            (SELECT d.oid FROM pg_catalog.pg_database d
+             WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) l
+LEFT JOIN pg_catalog.pg_stat_activity activity ON activity.pid OPERATOR(pg_catalog.=) l.pid
+LEFT JOIN @extschema@.lock_names() names
+       ON names.pid OPERATOR(pg_catalog.=) l.pid AND names.key OPERATOR(pg_catalog.=) l.key;
+
+COMMENT ON VIEW locks IS 'Every bigint-keyspace advisory lock in this database, held or awaited, with its name where known.';
+GRANT SELECT ON locks TO PUBLIC;
+"#,
+    name = "locks_view",
+    requires = [lock_names],
+);

@@ -52,3 +52,25 @@ pub unsafe fn held_by_me(tag: &pg_sys::LOCKTAG, lockmode: pg_sys::LOCKMODE) -> b
         }
     }
 }
+
+/// Index of AddinShmemInitLock in MainLWLockArray (lwlocknames.txt; 21 in 15 to 18).
+pub const ADDIN_SHMEM_INIT_LOCK: usize = 21;
+
+/// This backend's index among the MaxBackends regular backends (0-based), if it has one:
+/// MyBackendId - 1 until PostgreSQL 16, MyProcNumber from 17.
+pub fn my_proc_number() -> Option<usize> {
+    // SAFETY: set once when the backend starts.
+    let index = unsafe {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        {
+            pg_sys::MyBackendId - 1
+        }
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        {
+            pg_sys::MyProcNumber
+        }
+    };
+    // SAFETY: MaxBackends is final before any backend runs.
+    let max = unsafe { pg_sys::MaxBackends };
+    (0..max).contains(&index).then_some(index as usize)
+}

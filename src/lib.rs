@@ -8,9 +8,22 @@ mod key_cache;
 mod lockmgr;
 mod name;
 mod registry;
+mod shared_names;
 mod wait;
 
 ::pgrx::pg_module_magic!();
+
+/// Loads pglock into a backend, or into the postmaster when it is in shared_preload_libraries
+/// (then, and only then, the shared name map is set up).
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        shared_names::init_preloaded();
+    }
+    // SAFETY: reserves the prefix, warning about and removing any placeholder pglock.* setting.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pglock".as_ptr()) };
+}
 
 // The schema is created by CREATE EXTENSION (pglock.control names it); every role may use
 // it, as every role may call the built-in advisory lock functions.
@@ -43,6 +56,6 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        vec!["shared_preload_libraries = 'pglock'"]
     }
 }

@@ -133,6 +133,9 @@ pub fn release_all_session_locks() -> i32 {
             .filter(|lock| lock.holds().session > 0)
             .count();
         lockmgr::release_all_session_locks();
+        for lock in registry.entries.keys() {
+            crate::shared_names::withdraw_if_unheld(lock.key);
+        }
         registry.sweep();
         released as i32
     })
@@ -179,4 +182,18 @@ impl Registry {
         self.entries.retain(|lock, entry| entry.keep(lock.holds()));
         self.sweep_at = (2 * self.entries.len()).max(FIRST_SWEEP);
     }
+}
+
+/// The names this session has taken locks by: (key, name), one per key.
+pub fn names() -> Vec<(i64, String)> {
+    REGISTRY.with_borrow(|registry| {
+        let mut names: Vec<(i64, String)> = registry
+            .entries
+            .iter()
+            .filter_map(|(lock, entry)| Some((lock.key, entry.name.as_deref()?.to_owned())))
+            .collect();
+        names.sort();
+        names.dedup_by_key(|(key, _)| *key);
+        names
+    })
 }

@@ -16,7 +16,9 @@ fn session() -> Client {
     static STARTED: Once = Once::new();
     STARTED.call_once(|| {
         // Any pg_test function starts the framework; this one does nothing else.
-        pgrx_tests::run_test("sessions_can_start", None, vec![]).expect("test instance starts");
+        // The same settings as pg_test::postgresql_conf_options() in src/lib.rs.
+        let settings = vec!["shared_preload_libraries = 'pglock'"];
+        pgrx_tests::run_test("sessions_can_start", None, settings).expect("test instance starts");
     });
     pgrx_tests::client()
         .expect("connects to the test instance")
@@ -497,4 +499,151 @@ fn a_timed_wait_never_says_false_while_holding_the_lock() {
         waiter.query_one("SELECT 1", &[]).expect("no stray cancel");
     }
     eprintln!("race rounds: {granted} granted, {timed_out} timed out");
+}
+
+/// Rows of pglock.locks for one name, granted first.
+fn lock_rows(observer: &mut Client, name: &str) -> Vec<postgres::Row> {
+    observer
+        .query(
+            "SELECT name, mode, granted, pid, application_name, waiting_since IS NOT NULL,
+                    wait_duration > interval '0', blocked_by, state
+             FROM pglock.locks WHERE key = pglock.key($1) ORDER BY granted DESC, pid",
+            &[&name],
+        )
+        .unwrap()
+}
+
+#[test]
+fn the_locks_view_shows_holder_waiter_names_and_blockers_across_sessions() {
+    let (mut holder, mut waiter, mut observer) = (session(), session(), session());
+    holder
+        .batch_execute("SET application_name = 'report-holder'")
+        .unwrap();
+    waiter
+        .batch_execute("SET application_name = 'report-waiter'")
+        .unwrap();
+    let (holder_pid, waiter_pid) = (pid(&mut holder), pid(&mut waiter));
+    assert!(try_lock(&mut holder, "nightly-report"));
+    let waits = thread::spawn(move || {
+        let got = bool_of(
+            &mut waiter,
+            "SELECT pglock.lock($1, '60 seconds')",
+            "nightly-report",
+        );
+        (got, waiter)
+    });
+    wait_until_waiting(&mut observer, waiter_pid);
+
+    let rows = lock_rows(&mut observer, "nightly-report");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (held, waiting) = (&rows[0], &rows[1]);
+    // Another session's names are visible: pglock is preloaded in the test instance.
+    assert_eq!(
+        held.get::<_, Option<String>>(0).as_deref(),
+        Some("nightly-report")
+    );
+    assert_eq!(held.get::<_, String>(1), "exclusive");
+    assert!(held.get::<_, bool>(2));
+    assert_eq!(held.get::<_, i32>(3), holder_pid);
+    assert_eq!(held.get::<_, String>(4), "report-holder");
+    assert!(!held.get::<_, bool>(5), "a holder is not waiting");
+    assert_eq!(held.get::<_, Option<Vec<i32>>>(7), None);
+
+    assert_eq!(
+        waiting.get::<_, Option<String>>(0).as_deref(),
+        Some("nightly-report")
+    );
+    assert!(!waiting.get::<_, bool>(2));
+    assert_eq!(waiting.get::<_, i32>(3), waiter_pid);
+    assert_eq!(waiting.get::<_, String>(4), "report-waiter");
+    assert!(waiting.get::<_, bool>(5), "waiting_since is set");
+    assert!(waiting.get::<_, bool>(6), "wait_duration is positive");
+    assert_eq!(
+        waiting.get::<_, Option<Vec<i32>>>(7),
+        Some(vec![holder_pid])
+    );
+    assert_eq!(waiting.get::<_, String>(8), "active");
+
+    assert!(unlock(&mut holder, "nightly-report"));
+    let (got, mut waiter) = waits.join().unwrap();
+    assert!(got);
+    let rows = lock_rows(&mut observer, "nightly-report");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i32>(3), waiter_pid);
+    assert!(unlock(&mut waiter, "nightly-report"));
+    assert!(
+        lock_rows(&mut observer, "nightly-report").is_empty(),
+        "no row left after unlock"
+    );
+}
+
+#[test]
+fn no_row_is_left_after_termination_or_discard_all() {
+    let (mut holder, mut other, mut observer) = (session(), session(), session());
+    let holder_pid = pid(&mut holder);
+    assert!(try_lock(&mut holder, "terminated-view"));
+    assert!(try_lock(&mut other, "discarded-view"));
+    assert_eq!(lock_rows(&mut observer, "terminated-view").len(), 1);
+    assert_eq!(lock_rows(&mut observer, "discarded-view").len(), 1);
+
+    observer
+        .execute("SELECT pg_terminate_backend($1, 30000)", &[&holder_pid])
+        .unwrap();
+    assert!(lock_rows(&mut observer, "terminated-view").is_empty());
+    other.batch_execute("DISCARD ALL").unwrap();
+    assert!(lock_rows(&mut observer, "discarded-view").is_empty());
+
+    // A name published by a session that has since ended is never shown for someone else's
+    // lock on the same key.
+    let mut newcomer = session();
+    newcomer
+        .execute(
+            "SELECT pg_advisory_lock(pglock.key('terminated-view'))",
+            &[],
+        )
+        .unwrap();
+    let rows = lock_rows(&mut observer, "terminated-view");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].get::<_, Option<String>>(0),
+        None,
+        "taken by key: no name"
+    );
+}
+
+#[test]
+fn names_of_many_sessions_are_all_visible() {
+    let mut observer = session();
+    let mut holders: Vec<Client> = (0..5).map(|_| session()).collect();
+    for (i, holder) in holders.iter_mut().enumerate() {
+        for j in 0..20 {
+            assert!(try_lock(holder, &format!("many-sessions:{i}:{j}")));
+        }
+    }
+    // 20 names each: more than the default 16 entries per backend, so some go unnamed, and
+    // none is ever wrong.
+    let rows = observer
+        .query(
+            "SELECT name, key FROM pglock.locks WHERE pid <> pg_backend_pid() AND key IN
+               (SELECT pglock.key('many-sessions:' || i || ':' || j)
+                FROM generate_series(0, 4) i, generate_series(0, 19) j)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 100);
+    let mut named = 0;
+    for row in &rows {
+        if let Some(name) = row.get::<_, Option<String>>(0) {
+            let key: i64 = observer
+                .query_one("SELECT pglock.key($1)", &[&name])
+                .unwrap()
+                .get(0);
+            assert_eq!(key, row.get::<_, i64>(1));
+            named += 1;
+        }
+    }
+    assert!(named >= 5 * 16, "only {named} of 100 names visible");
+    for holder in &mut holders {
+        holder.batch_execute("SELECT pglock.unlock_all()").unwrap();
+    }
 }

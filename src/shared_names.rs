@@ -1,0 +1,352 @@
+//! Names across sessions. With pglock in shared_preload_libraries, every backend publishes the
+//! names of the locks it takes through pglock in a slot of shared memory that only it writes
+//! and anyone reads, like pg_stat_activity's backend status array: no shared lock is taken on
+//! the lock path. Without preloading nothing here is active.
+//!
+//! Memory is bounded: `pglock.names_per_backend` entries per backend slot. A full slot only
+//! means missing names; locks never depend on this map. Readers (the pglock.locks view) show
+//! a name only for a key that pg_locks says is held or awaited by that backend, and only if
+//! the name still hashes to that key, so nothing stale or torn is ever shown.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::mem::size_of;
+use std::ptr;
+use std::sync::atomic::{fence, AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::compat;
+use crate::key::derive_key;
+use crate::lockmgr::{AdvisoryLock, Mode};
+use crate::name::MAX_NAME_BYTES;
+
+const NAME_WORDS: usize = MAX_NAME_BYTES / 8;
+
+pub static NAMES_PER_BACKEND: GucSetting<i32> = GucSetting::<i32>::new(16);
+
+/// One published name. `seq` is odd while the owner rewrites the entry (a seqlock).
+#[repr(C)]
+struct Entry {
+    seq: AtomicU32,
+    /// Length of the name in bytes; 0 when the entry is free.
+    len: AtomicU32,
+    key: AtomicI64,
+    words: [AtomicU64; NAME_WORDS],
+}
+
+/// One backend's slot: who owns it, then `entries_per_slot` entries.
+#[repr(C)]
+struct SlotHeader {
+    /// The owner's pid, 0 while unused.
+    pid: AtomicI32,
+    database: AtomicU32,
+}
+
+#[repr(C)]
+struct Header {
+    slots: u32,
+    entries_per_slot: u32,
+}
+
+static mut SHARED: *mut Header = ptr::null_mut();
+static mut PREVIOUS_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREVIOUS_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+/// This backend's side of its slot: which entry holds which key.
+#[derive(Default)]
+struct Local {
+    claimed: bool,
+    by_key: HashMap<i64, usize>,
+    free: Vec<usize>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+/// Called from _PG_init while shared_preload_libraries is being processed.
+pub fn init_preloaded() {
+    GucRegistry::define_int_guc(
+        c"pglock.names_per_backend",
+        c"How many lock names each backend can publish for other sessions to see.",
+        c"Each entry takes about 1 kB of shared memory per backend. 0 turns the shared name map off. Needs pglock in shared_preload_libraries and a restart.",
+        &NAMES_PER_BACKEND,
+        0,
+        4096,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    // SAFETY: _PG_init runs once in the postmaster, before any hook can be called.
+    unsafe {
+        PREVIOUS_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(request_shared_memory);
+        PREVIOUS_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(attach_shared_memory);
+    }
+}
+
+fn slot_size(entries: usize) -> usize {
+    size_of::<SlotHeader>().next_multiple_of(8) + entries * size_of::<Entry>()
+}
+
+fn total_size(slots: usize, entries: usize) -> usize {
+    size_of::<Header>().next_multiple_of(8) + slots * slot_size(entries)
+}
+
+fn configured_entries() -> usize {
+    NAMES_PER_BACKEND.get().max(0) as usize
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn request_shared_memory() {
+    // SAFETY: called by the postmaster at shmem request time, with MaxBackends final.
+    unsafe {
+        if let Some(previous) = PREVIOUS_SHMEM_REQUEST {
+            previous();
+        }
+        let entries = configured_entries();
+        if entries > 0 {
+            pg_sys::RequestAddinShmemSpace(total_size(pg_sys::MaxBackends as usize, entries));
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn attach_shared_memory() {
+    // SAFETY: the documented pattern for add-in shared memory: ShmemInitStruct under
+    // AddinShmemInitLock; zeroed by whoever creates it (also after a crash restart).
+    unsafe {
+        if let Some(previous) = PREVIOUS_SHMEM_STARTUP {
+            previous();
+        }
+        let entries = configured_entries();
+        if entries == 0 {
+            return;
+        }
+        let slots = pg_sys::MaxBackends as usize;
+        let size = total_size(slots, entries);
+        let lock = &raw mut (*pg_sys::MainLWLockArray.add(compat::ADDIN_SHMEM_INIT_LOCK)).lock;
+        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        let header =
+            pg_sys::ShmemInitStruct(c"pglock lock names".as_ptr(), size, &mut found) as *mut Header;
+        if !found {
+            ptr::write_bytes(header.cast::<u8>(), 0, size);
+            (*header).slots = slots as u32;
+            (*header).entries_per_slot = entries as u32;
+        }
+        SHARED = header;
+        pg_sys::LWLockRelease(lock);
+    }
+}
+
+/// Whether the shared map exists in this server.
+pub fn active() -> bool {
+    // SAFETY: set once before any backend starts; read-only afterwards.
+    unsafe { !SHARED.is_null() }
+}
+
+struct Slot {
+    header: &'static SlotHeader,
+    entries: &'static [Entry],
+}
+
+fn slot(index: usize) -> Option<Slot> {
+    // SAFETY: SHARED points at a zero-initialised region laid out by total_size(); slot
+    // `index` lies within it when index < slots. All fields are atomics.
+    unsafe {
+        let shared = SHARED.as_ref()?;
+        if index >= shared.slots as usize {
+            return None;
+        }
+        let entries = shared.entries_per_slot as usize;
+        let base = SHARED
+            .cast::<u8>()
+            .add(size_of::<Header>().next_multiple_of(8))
+            .add(index * slot_size(entries));
+        let header = &*base.cast::<SlotHeader>();
+        let first = base
+            .add(size_of::<SlotHeader>().next_multiple_of(8))
+            .cast::<Entry>();
+        Some(Slot {
+            header,
+            entries: std::slice::from_raw_parts(first, entries),
+        })
+    }
+}
+
+fn my_slot() -> Option<Slot> {
+    if !active() {
+        return None;
+    }
+    slot(compat::my_proc_number()?)
+}
+
+/// Makes sure this backend's name for `key` is published, if there is room.
+pub fn publish(key: i64, name: &str) {
+    let Some(slot) = my_slot() else { return };
+    LOCAL.with_borrow_mut(|local| {
+        if local.by_key.contains_key(&key) {
+            return;
+        }
+        if !local.claimed {
+            claim(&slot, local);
+        }
+        if local.free.is_empty() {
+            sweep(&slot, local);
+        }
+        let Some(index) = local.free.pop() else {
+            return;
+        };
+        write_entry(&slot.entries[index], key, name.as_bytes());
+        local.by_key.insert(key, index);
+    });
+}
+
+/// Withdraws this backend's name for `key` once it holds the key in no mode.
+pub fn withdraw_if_unheld(key: i64) {
+    if !active() {
+        return;
+    }
+    LOCAL.with_borrow_mut(|local| {
+        let Some(&index) = local.by_key.get(&key) else {
+            return;
+        };
+        if held_in_any_mode(key) {
+            return;
+        }
+        if let Some(slot) = my_slot() {
+            clear_entry(&slot.entries[index]);
+        }
+        local.by_key.remove(&key);
+        local.free.push(index);
+    });
+}
+
+fn held_in_any_mode(key: i64) -> bool {
+    [Mode::Exclusive, Mode::Shared]
+        .into_iter()
+        .any(|mode| AdvisoryLock { key, mode }.is_held())
+}
+
+/// Takes this backend's slot on first use and arranges for it to be emptied at exit.
+fn claim(slot: &Slot, local: &mut Local) {
+    for entry in slot.entries {
+        clear_entry(entry);
+    }
+    // SAFETY: MyDatabaseId and MyProcPid are set at backend start.
+    unsafe {
+        slot.header
+            .database
+            .store(pg_sys::MyDatabaseId.to_u32(), Ordering::Relaxed);
+        slot.header.pid.store(pg_sys::MyProcPid, Ordering::Release);
+        pg_sys::before_shmem_exit(Some(release_slot_at_exit), pg_sys::Datum::from(0usize));
+    }
+    local.free = (0..slot.entries.len()).rev().collect();
+    local.claimed = true;
+}
+
+/// Frees the entries of keys this backend no longer holds (released outside pglock, or by
+/// the end of a transaction).
+fn sweep(slot: &Slot, local: &mut Local) {
+    let stale: Vec<i64> = local
+        .by_key
+        .keys()
+        .copied()
+        .filter(|&key| !held_in_any_mode(key))
+        .collect();
+    for key in stale {
+        if let Some(index) = local.by_key.remove(&key) {
+            clear_entry(&slot.entries[index]);
+            local.free.push(index);
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_slot_at_exit(_code: i32, _arg: pg_sys::Datum) {
+    if let Some(slot) = my_slot() {
+        for entry in slot.entries {
+            clear_entry(entry);
+        }
+        slot.header.pid.store(0, Ordering::Release);
+    }
+}
+
+fn write_entry(entry: &Entry, key: i64, name: &[u8]) {
+    let seq = entry.seq.load(Ordering::Relaxed);
+    entry.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+    fence(Ordering::Release);
+    entry.key.store(key, Ordering::Relaxed);
+    entry.len.store(name.len() as u32, Ordering::Relaxed);
+    for (word, chunk) in entry.words.iter().zip(name.chunks(8)) {
+        let mut bytes = [0u8; 8];
+        bytes[..chunk.len()].copy_from_slice(chunk);
+        word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+    }
+    entry.seq.store(seq.wrapping_add(2), Ordering::Release);
+}
+
+fn clear_entry(entry: &Entry) {
+    let seq = entry.seq.load(Ordering::Relaxed);
+    entry.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+    fence(Ordering::Release);
+    entry.len.store(0, Ordering::Relaxed);
+    entry.seq.store(seq.wrapping_add(2), Ordering::Release);
+}
+
+/// A consistent copy of an entry, or None if it is free or kept changing under us.
+fn read_entry(entry: &Entry) -> Option<(i64, Vec<u8>)> {
+    for _ in 0..100 {
+        let before = entry.seq.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let len = (entry.len.load(Ordering::Relaxed) as usize).min(MAX_NAME_BYTES);
+        let key = entry.key.load(Ordering::Relaxed);
+        let mut name = Vec::with_capacity(len);
+        for word in entry.words.iter().take(len.div_ceil(8)) {
+            name.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        name.truncate(len);
+        fence(Ordering::Acquire);
+        if entry.seq.load(Ordering::Relaxed) == before {
+            return (len > 0).then_some((key, name));
+        }
+    }
+    None
+}
+
+/// Every published name of every backend in this database: (pid, key, name). Names that do not
+/// hash to their key (which a torn read would produce) are left out.
+pub fn all() -> Vec<(i32, i64, String)> {
+    let mut names = Vec::new();
+    // SAFETY: reads constants of this backend.
+    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    for index in 0.. {
+        let Some(slot) = slot(index) else { break };
+        let pid = slot.header.pid.load(Ordering::Acquire);
+        if pid == 0 || slot.header.database.load(Ordering::Relaxed) != database {
+            continue;
+        }
+        for entry in slot.entries {
+            let Some((key, bytes)) = read_entry(entry) else {
+                continue;
+            };
+            if derive_key(&bytes) != key {
+                continue;
+            }
+            if let Ok(name) = String::from_utf8(bytes) {
+                names.push((pid, key, name));
+            }
+        }
+        if slot.header.pid.load(Ordering::Acquire) != pid {
+            names.retain(|(p, _, _)| *p != pid);
+        }
+    }
+    names
+}
