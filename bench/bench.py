@@ -25,6 +25,13 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# (target, measured, met) for the summary at the top of the results.
+TARGETS = []
+
+
+def target(text, measured, met):
+    TARGETS.append((text, measured, met))
+
 
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
@@ -37,9 +44,9 @@ def as_user(user, cmd):
 class Postgres:
     """A throwaway cluster owned by postgres, reachable on a Unix socket only."""
 
-    def __init__(self, pg_config, workdir):
+    def __init__(self, pg_config, workdir, preload=False):
         self.bindir = run([pg_config, "--bindir"]).stdout.strip()
-        self.dir = os.path.join(workdir, "pg")
+        self.dir = os.path.join(workdir, "pg-preloaded" if preload else "pg")
         os.makedirs(self.dir)
         shutil.chown(self.dir, "postgres", "postgres")
         self.data = os.path.join(self.dir, "data")
@@ -51,6 +58,8 @@ class Postgres:
             "max_locks_per_transaction": "256", "fsync": "off",
             "synchronous_commit": "off", "autovacuum": "off",
         }
+        if preload:
+            settings["shared_preload_libraries"] = "'pglock'"
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as conf:
             for name, value in settings.items():
                 conf.write(f"{name} = {value}\n")
@@ -311,6 +320,22 @@ def bench_uncontended(bench, clients_list, rounds, out):
                 f"{ratio(per_clients[c][a], per_clients[c][b]):.3f}" for c in clients_list) + " |")
         out.append("")
 
+        def ratios(a, b):
+            return [ratio(per_clients[c][a], per_clients[c][b]) for c in clients_list]
+
+        def shown(values):
+            return ", ".join(f"{v:.3f}" for v in values)
+
+        r = ratios(named, reference)
+        target(f"uncontended named try_lock+unlock ≥ 0.95× the integer built-in ({protocol})",
+               shown(r), min(r) >= 0.95)
+        r = ratios(named, hashtext)
+        target(f"uncontended named try_lock+unlock never below hashtext-in-SQL ({protocol})",
+               shown(r), min(r) >= 1.0)
+        if protocol == "prepared":
+            r = ratios("pglock.lock(name, '1 second')", "pg_advisory_lock(int)")
+            target("uncontended timed lock ≥ 0.9× pg_advisory_lock", shown(r), min(r) >= 0.9)
+
 
 def bench_contended(bench, clients_list, rounds, out):
     out.append("## 2. Contended: every client wants the same lock\n")
@@ -343,6 +368,39 @@ def bench_contended(bench, clients_list, rounds, out):
     for c, t, p, f in ratios:
         out.append(f"| {c} | {t:.3f} | {p:.3f} | {f:.3f} |")
     out.append("")
+    target("contended TPS ≥ 0.9× the built-in", ", ".join(f"{t:.3f}" for _, t, _, _ in ratios),
+           min(t for _, t, _, _ in ratios) >= 0.9)
+    target("contended p99 ≤ 1.1× the built-in", ", ".join(f"{p:.3f}" for _, _, p, _ in ratios),
+           max(p for _, _, p, _ in ratios) <= 1.1)
+    target("contended fairness ≥ 0.99", ", ".join(f"{f:.3f}" for _, _, _, f in ratios),
+           min(f for _, _, _, f in ratios) >= 0.99)
+
+
+def bench_preloaded(pg_config, workdir, clients_list, rounds, seconds, out):
+    """The lock fast path when pglock is preloaded and publishes names in shared memory."""
+    pg = Postgres(pg_config, workdir, preload=True)
+    try:
+        bench = Pgbench(pg, os.path.join(workdir, "preloaded"), seconds)
+        scripts = {name: bench.script(f"preloaded-{i}", UNCONTENDED[name])
+                   for i, name in enumerate(["pglock.try_lock(name)", "pg_try_advisory_lock(int)"])}
+        per_clients = {c: interleaved(list(scripts), rounds,
+                                      lambda v: bench.run(scripts[v], c)[0])
+                       for c in clients_list}
+    finally:
+        pg.stop()
+    out.append("### prepared protocol, pglock in shared_preload_libraries (names published in "
+               "shared memory)\n")
+    out.append("| variant | " + " | ".join(f"c={c}" for c in clients_list) + " |")
+    out.append("|---" * (len(clients_list) + 1) + "|")
+    for name in scripts:
+        out.append(f"| {name} | " + " | ".join(fmt_tps(per_clients[c][name])
+                                                 for c in clients_list) + " |")
+    r = [ratio(per_clients[c]["pglock.try_lock(name)"], per_clients[c]["pg_try_advisory_lock(int)"])
+         for c in clients_list]
+    out.append("| ratio | " + " | ".join(f"{v:.3f}" for v in r) + " |")
+    out.append("")
+    target("uncontended named try_lock+unlock ≥ 0.95× the integer built-in (prepared, preloaded)",
+           ", ".join(f"{v:.3f}" for v in r), min(r) >= 0.95)
 
 
 def hold_foreign_locks(pg, count):
@@ -406,6 +464,9 @@ def bench_held(bench, pg, rounds, out):
         out.append(f"| {n:,} | {statistics.median(results['held']):.4f} | "
                    f"{statistics.median(results['pg_locks']):.4f} |")
     out.append("")
+    held_ratio = ratio(latency[10000]['held'], latency[0]['held'])
+    target("held() at 10,000 foreign locks ≤ 1.2× held() at 0", f"{held_ratio:.3f}",
+           held_ratio <= 1.2)
     out.append(f"held() at 10,000 foreign locks / held() at 0: "
                f"{ratio(latency[10000]['held'], latency[0]['held']):.3f}; "
                f"pg_locks at 10,000 / at 0: {ratio(latency[10000]['pg_locks'], latency[0]['pg_locks']):.3f}\n")
@@ -450,6 +511,10 @@ def bench_held(bench, pg, rounds, out):
         out.append(f"| {k} | {fmt_tps(results[k])} | {ratio(results[k], results['none']):.3f} | "
                    f"{ratio(results[k], results[baseline]):.3f} |")
     out.append("")
+    vs_none = ratio(results["held() loop"], results["none"])
+    vs_select = ratio(results["held() loop"], results[baseline])
+    target("lockers' TPS with a held() loop ≥ 0.95× without", f"{vs_none:.3f} (0.95× of a "
+           f"SELECT 1 loop: {vs_select:.3f})", vs_none >= 0.95)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,6 +683,9 @@ def bench_peers(pg, workdir, clients, seconds, rounds, out):
                "(psycopg `pgconn.exec_prepared`, mysqlclient `conn.query` + `store_result`, "
                "redis-py `execute_command`). The SQL is the same at both levels.\n")
     for api in ("standard", "low-level"):
+        r = ratio(results[("postgres pglock", api)], results[("mariadb", api)])
+        target(f"pglock try_lock+unlock ≥ 1.0× MariaDB GET_LOCK+RELEASE_LOCK ({api} API)",
+               f"{r:.3f}", r >= 1.0)
         out.append(f"{api.capitalize()} API:\n")
         out.append("| service | cycles/s | ratio to MariaDB |")
         out.append("|---|---|---|")
@@ -648,6 +716,7 @@ def main():
         pg.sql(HELPER_FUNCTIONS)
         bench = Pgbench(pg, workdir, seconds)
         bench_uncontended(bench, clients_list, rounds, out)
+        bench_preloaded(args.pg_config, workdir, clients_list, rounds, seconds, out)
         bench_contended(bench, clients_list, rounds, out)
         bench_held(bench, pg, rounds, out)
         if not args.skip_peers:
@@ -679,6 +748,14 @@ def main():
     head += [f"  - `pgbench {c}`" for c in commands[:6]]
     if len(commands) > 6:
         head.append(f"  - ... {len(commands) - 6} more of the same shape")
+    head.append("")
+    head.append("## Targets\n")
+    head.append("Ratios per client count, in the order of the tables below. See "
+                "bench/README.md for what a missed target means and what meeting it would take.\n")
+    head.append("| target | measured | met |")
+    head.append("|---|---|---|")
+    for text, measured, met in TARGETS:
+        head.append(f"| {text} | {measured} | {'yes' if met else '**no**'} |")
     head.append("")
     with open(args.output, "w") as f:
         f.write("\n".join(head + out) + "\n")

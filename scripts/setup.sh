@@ -27,7 +27,7 @@ pg_config_for() {
   fi
 }
 
-need_apt=(clang libclang-dev sudo pkg-config python3-pip)
+need_apt=(clang libclang-dev sudo pkg-config python3-pip pgbouncer)
 for v in "${PGLOCK_VERSIONS[@]}"; do
   if [ "$(pg_source "$v")" = debian ]; then
     need_apt+=("postgresql-$v" "postgresql-server-dev-$v" "postgresql-client-$v")

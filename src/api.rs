@@ -9,6 +9,7 @@ use crate::key_cache;
 use crate::lockmgr::{AdvisoryLock, Holds, Mode, Scope};
 use crate::name::{LockName, ServerText};
 use crate::registry;
+use crate::settings;
 use crate::shared_names;
 use crate::wait::{self, Outcome};
 
@@ -69,6 +70,8 @@ impl<'a> Target<'a> {
 
     fn acquire(self, scope: Scope, wait: Wait) -> bool {
         refuse_parallel_worker();
+        refuse_on_standby();
+        registry::ensure_room_for(self.lock);
         if matches!(wait, Wait::Until(_)) && in_parallel_mode() {
             // Refused up front, so the outcome does not depend on other sessions.
             errors::timed_wait_in_parallel_mode();
@@ -127,6 +130,15 @@ fn refuse_parallel_worker() {
     // SAFETY: ParallelWorkerNumber is set once when a parallel worker starts.
     if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
         errors::parallel_worker();
+    }
+}
+
+/// On a hot standby advisory locks coordinate with nobody on the primary: almost always a
+/// misrouted connection, so refused unless pglock.allow_on_standby says otherwise.
+fn refuse_on_standby() {
+    // SAFETY: RecoveryInProgress reads a backend-local flag once recovery is over.
+    if unsafe { pg_sys::RecoveryInProgress() } && !settings::ALLOW_ON_STANDBY.get() {
+        errors::on_standby();
     }
 }
 

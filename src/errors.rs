@@ -84,3 +84,37 @@ pub fn timed_wait_in_parallel_mode() -> ! {
         .set_hint("Take the lock in a statement of its own, or use a timeout of 0 or NULL."),
     )
 }
+
+pub fn too_many_locks(cap: usize) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            "too many named locks held by this session",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "This session already holds {cap} distinct locks through pglock, the most pglock.max_locks_per_session allows."
+        ))
+        .set_hint("Release locks you no longer need, or raise pglock.max_locks_per_session (the shared lock table is shared by every session)."),
+    )
+}
+
+pub fn lock_table_full(message: &str) -> ! {
+    raise(
+        ErrorReport::new(PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY, message.to_owned(), function_name!())
+            .set_detail("The shared lock table, which every session of the server needs, is full.")
+            .set_hint("Release locks, lower pglock.max_locks_per_session so that no session can fill the table, or increase max_locks_per_transaction (needs a restart)."),
+    )
+}
+
+pub fn on_standby() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "cannot take a named lock on a hot standby",
+            function_name!(),
+        )
+        .set_detail("Advisory locks taken on a standby coordinate only with sessions of the same standby, never with the primary.")
+        .set_hint("Connect to the primary, or set pglock.allow_on_standby to take standby-local locks on purpose."),
+    )
+}

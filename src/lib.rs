@@ -8,6 +8,7 @@ mod key_cache;
 mod lockmgr;
 mod name;
 mod registry;
+mod settings;
 mod shared_names;
 mod wait;
 
@@ -17,6 +18,7 @@ mod wait;
 /// (then, and only then, the shared name map is set up).
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    settings::init();
     // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         shared_names::init_preloaded();

@@ -8,7 +8,11 @@ use std::ptr;
 
 use pgrx::pg_sys;
 
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::PgSqlErrorCode;
+
 use crate::compat::{acquire_extended, held_by_me};
+use crate::errors;
 
 /// Exclusive or shared, as the built-in advisory lock functions use them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,9 +98,9 @@ impl AdvisoryLock {
     pub fn try_acquire(self, scope: Scope) -> Option<Holds> {
         let tag = self.tag();
         let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
-        // SAFETY: a valid tag and mode; with dontWait the call returns instead of sleeping.
+        // With dontWait the call returns instead of sleeping.
         let result =
-            unsafe { acquire_extended(&tag, self.mode.lockmode(), scope, true, &mut locallock) };
+            acquire_reporting_full_table(&tag, self.mode.lockmode(), scope, true, &mut locallock);
         if result == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
             return None;
         }
@@ -109,11 +113,9 @@ impl AdvisoryLock {
     pub fn acquire_waiting(self, scope: Scope) -> Holds {
         let tag = self.tag();
         let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
-        // SAFETY: as in try_acquire; an ERROR longjmps out through pgrx's guard.
-        unsafe {
-            acquire_extended(&tag, self.mode.lockmode(), scope, false, &mut locallock);
-            holds_of(locallock)
-        }
+        acquire_reporting_full_table(&tag, self.mode.lockmode(), scope, false, &mut locallock);
+        // SAFETY: LockAcquireExtended returned (it raises an ERROR on failure), so the entry is live.
+        unsafe { holds_of(locallock) }
     }
 
     /// Whether this backend holds the lock at all, in either scope (no shared memory read).
@@ -167,6 +169,34 @@ impl AdvisoryLock {
             Scope::Transaction => holds.transaction -= 1,
         }
         Some(holds)
+    }
+}
+
+/// LockAcquireExtended, with pglock's own DETAIL and HINT when the shared lock table is full
+/// (53200). Other errors (deadlock, cancel, timeouts) pass through unchanged.
+fn acquire_reporting_full_table(
+    tag: &pg_sys::LOCKTAG,
+    lockmode: pg_sys::LOCKMODE,
+    scope: Scope,
+    dont_wait: bool,
+    locallock: &mut *mut pg_sys::LOCALLOCK,
+) -> pg_sys::LockAcquireResult::Type {
+    // SAFETY: a valid tag and mode; an ERROR comes back as a Rust panic through pgrx's guard,
+    // and catching it costs nothing when there is none.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        acquire_extended(tag, lockmode, scope, dont_wait, locallock)
+    }));
+    match result {
+        Ok(result) => result,
+        Err(payload) => {
+            if let Some(CaughtError::PostgresError(report)) = payload.downcast_ref::<CaughtError>()
+            {
+                if report.sql_error_code() == PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY {
+                    errors::lock_table_full(report.message());
+                }
+            }
+            std::panic::resume_unwind(payload)
+        }
     }
 }
 

@@ -114,6 +114,25 @@ pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, holds: Hol
     });
 }
 
+/// Raises 53400 when taking `lock` would give this session more distinct locks than
+/// pglock.max_locks_per_session allows. Costs one comparison below the cap.
+pub fn ensure_room_for(lock: AdvisoryLock) {
+    let Some(cap) = crate::settings::max_locks_per_session() else {
+        return;
+    };
+    let full = REGISTRY.with_borrow_mut(|registry| {
+        if registry.entries.len() < cap || lock.is_held() {
+            return false;
+        }
+        // Entries of locks released elsewhere may remain: count only what is held.
+        registry.sweep();
+        registry.entries.len() >= cap
+    });
+    if full {
+        crate::errors::too_many_locks(cap);
+    }
+}
+
 /// Records that pglock just released one hold of `lock`, leaving `holds`. The entry stays
 /// (so the next acquisition allocates nothing) until a sweep finds the lock no longer held.
 pub fn released(lock: AdvisoryLock, holds: Holds) {

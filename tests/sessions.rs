@@ -4,71 +4,14 @@
 //! Each test uses names of its own, so the tests can run side by side. Timeouts are checked
 //! with generous bounds only: speed belongs to the benchmark.
 
-use std::sync::Once;
+mod common;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{bool_of, pid, session, sqlstate, try_lock, unlock, wait_until_waiting};
 use postgres::error::SqlState;
 use postgres::Client;
-
-/// A new connection to the test instance (started on first use).
-fn session() -> Client {
-    static STARTED: Once = Once::new();
-    STARTED.call_once(|| {
-        // Any pg_test function starts the framework; this one does nothing else.
-        // The same settings as pg_test::postgresql_conf_options() in src/lib.rs.
-        let settings = vec!["shared_preload_libraries = 'pglock'"];
-        pgrx_tests::run_test("sessions_can_start", None, settings).expect("test instance starts");
-    });
-    pgrx_tests::client()
-        .expect("connects to the test instance")
-        .0
-}
-
-fn pid(client: &mut Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0)
-}
-
-fn bool_of(client: &mut Client, sql: &str, name: &str) -> bool {
-    client.query_one(sql, &[&name]).unwrap().get(0)
-}
-
-fn try_lock(client: &mut Client, name: &str) -> bool {
-    bool_of(client, "SELECT pglock.try_lock($1)", name)
-}
-
-fn unlock(client: &mut Client, name: &str) -> bool {
-    bool_of(client, "SELECT pglock.unlock($1)", name)
-}
-
-/// Blocks until `pid` is waiting for an advisory lock (at most 30 s).
-fn wait_until_waiting(observer: &mut Client, pid: i32) {
-    let start = Instant::now();
-    loop {
-        let waiting: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = $1",
-                &[&pid],
-            )
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "pid {pid} never started waiting"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn sqlstate(error: &postgres::Error) -> Option<&SqlState> {
-    error.code()
-}
 
 #[test]
 fn a_lock_held_by_one_session_is_refused_to_another_until_released() {
@@ -646,4 +589,67 @@ fn names_of_many_sessions_are_all_visible() {
     for holder in &mut holders {
         holder.batch_execute("SELECT pglock.unlock_all()").unwrap();
     }
+}
+
+#[test]
+fn one_session_cannot_fill_the_shared_lock_table() {
+    let (mut flooder, mut observer) = (session(), session());
+    let flooder_pid = pid(&mut flooder);
+    let error = flooder
+        .query_one(
+            "SELECT count(*) FROM generate_series(1, 1000000) g WHERE pglock.try_lock('flood:' || g)",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&error),
+        Some(&SqlState::CONFIGURATION_LIMIT_EXCEEDED),
+        "{error:?}"
+    );
+    let detail = error
+        .as_db_error()
+        .and_then(|e| e.detail())
+        .unwrap_or_default()
+        .to_string();
+    assert!(detail.contains("pglock.max_locks_per_session"), "{detail}");
+
+    // Other sessions keep connecting and locking meanwhile.
+    for i in 0..5 {
+        let mut newcomer = session();
+        let name = format!("still-room:{i}");
+        assert!(try_lock(&mut newcomer, &name));
+        assert!(unlock(&mut newcomer, &name));
+    }
+
+    // held() is exactly what the flooder holds: the locks taken before the refusal stay,
+    // as session locks do after an error.
+    let held: i64 = flooder
+        .query_one("SELECT count(*) FROM pglock.held()", &[])
+        .unwrap()
+        .get(0);
+    let real: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
+            &[&flooder_pid],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(held, real);
+    assert!(
+        held > 1000,
+        "the cap is derived from the lock table: {held}"
+    );
+    let freed: i32 = flooder
+        .query_one("SELECT pglock.unlock_all()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(i64::from(freed), held);
+    let left: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1",
+            &[&flooder_pid],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 }

@@ -1,0 +1,69 @@
+//! Helpers shared by the multi-session test binaries: connections to the test instance that
+//! `cargo pgrx test` starts (with pglock preloaded), and the statements every test needs.
+#![allow(dead_code)]
+
+use std::sync::Once;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use postgres::error::SqlState;
+use postgres::Client;
+
+/// A new connection to the test instance (started on first use).
+pub fn session() -> Client {
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
+        // Any pg_test function starts the framework; this one does nothing else.
+        // The same settings as pg_test::postgresql_conf_options() in src/lib.rs.
+        let settings = vec!["shared_preload_libraries = 'pglock'"];
+        pgrx_tests::run_test("sessions_can_start", None, settings).expect("test instance starts");
+    });
+    pgrx_tests::client()
+        .expect("connects to the test instance")
+        .0
+}
+
+pub fn pid(client: &mut Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0)
+}
+
+pub fn bool_of(client: &mut Client, sql: &str, name: &str) -> bool {
+    client.query_one(sql, &[&name]).unwrap().get(0)
+}
+
+pub fn try_lock(client: &mut Client, name: &str) -> bool {
+    bool_of(client, "SELECT pglock.try_lock($1)", name)
+}
+
+pub fn unlock(client: &mut Client, name: &str) -> bool {
+    bool_of(client, "SELECT pglock.unlock($1)", name)
+}
+
+/// Blocks until `pid` is waiting for an advisory lock (at most 30 s).
+pub fn wait_until_waiting(observer: &mut Client, pid: i32) {
+    let start = Instant::now();
+    loop {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = $1",
+                &[&pid],
+            )
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pid {pid} never started waiting"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn sqlstate(error: &postgres::Error) -> Option<&SqlState> {
+    error.code()
+}

@@ -1,0 +1,26 @@
+-- Run against a real streaming standby of the regress cluster (see scripts/test.sh).
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+
+SELECT pg_is_in_recovery();
+
+-- Taking a lock is refused: it would coordinate with nobody on the primary.
+SELECT pglock.try_lock('on-standby');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.lock_shared('on-standby', '1 second');
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SELECT pglock.xact_lock(42);
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+
+-- Reading and releasing need no permission.
+SELECT pglock.key('my first Postgres advisory lock!');
+SELECT pglock.unlock('on-standby'), pglock.unlock_all(), count(*) FROM pglock.held();
+
+-- Standby-local locks on purpose.
+SET pglock.allow_on_standby = on;
+SELECT pglock.try_lock('on-standby'), pglock.lock('on-standby', '1 second');
+SELECT name, mode, scope, depth FROM pglock.held();
+SELECT pglock.unlock_all();
+RESET pglock.allow_on_standby;
