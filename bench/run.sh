@@ -29,7 +29,7 @@ fi
 
 pg_config=$(pg_config_for 15)
 log "building and installing pglock (release) into PostgreSQL 15"
-cargo pgrx install --release --pg-config "$pg_config" >/dev/null
+scripts/install.sh --pg-config "$pg_config"
 
 output=bench/results.md
 for arg in "$@"; do

@@ -15,7 +15,7 @@ pg_config=$(pg_config_for "$major")
 [ -x "$pg_config" ] || { log "PostgreSQL $major is not in pg-versions"; exit 2; }
 
 log "building and installing pglock into PostgreSQL $major"
-cargo pgrx install --pg-config "$pg_config" >/dev/null
+scripts/install.sh --debug --pg-config "$pg_config"
 
 log "starting a throwaway PostgreSQL $major"
 cluster_start "$pg_config"

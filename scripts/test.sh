@@ -65,7 +65,7 @@ for major in "${majors[@]}"; do
   cargo pgrx test "pg$major" --runas postgres --pgdata "$work/pgrx-data-$major"
 
   log "PostgreSQL $major: pg_regress"
-  cargo pgrx install --pg-config "$pg_config" >/dev/null
+  scripts/install.sh --debug --pg-config "$pg_config"
   cluster_start "$pg_config"
   out=$work/regress-$major
   rm -rf "$out"
