@@ -720,7 +720,7 @@ def main():
         bench_contended(bench, clients_list, rounds, out)
         bench_held(bench, pg, rounds, out)
         if not args.skip_peers:
-            bench_peers(pg, workdir, 8, 2 if quick else 5, rounds, out)
+            bench_peers(pg, workdir, 8, 2 if quick else 4, rounds, out)
         commands = bench.commands
     finally:
         pg.stop()
