@@ -9,16 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-missing=()
-for pkg in mariadb-server redis-server libmariadb-dev python3-venv; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  log "installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_install_missing mariadb-server redis-server libmariadb-dev python3-venv
 
 venv=${PGLOCK_BENCH_VENV:-/opt/pglock/bench-venv}
 if ! "$venv/bin/python" -c 'import psycopg, MySQLdb, redis' 2>/dev/null; then

@@ -33,16 +33,19 @@ for v in "${PGLOCK_VERSIONS[@]}"; do
     need_apt+=("postgresql-$v" "postgresql-server-dev-$v" "postgresql-client-$v")
   fi
 done
-missing=()
-for pkg in "${need_apt[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
+# apt_install_missing PACKAGE...: installs those not installed yet.
+apt_install_missing() {
+  local pkg missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+}
+apt_install_missing "${need_apt[@]}"
 
 for v in "${PGLOCK_VERSIONS[@]}"; do
   source=$(pg_source "$v")

@@ -31,7 +31,7 @@ specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | 
 # standby_test PG_CONFIG: makes a streaming standby of the running cluster with pg_basebackup
 # and runs tests/standby against it.
 standby_test() {
-  local bindir=$PGLOCK_CLUSTER_BINDIR standby out
+  local bindir=$PGLOCK_CLUSTER_BINDIR standby
   "$bindir/psql" -qX -c 'CREATE DATABASE pglock_standby'
   "$bindir/psql" -qX -d pglock_standby -c 'CREATE EXTENSION pglock'
   standby=$(mktemp -d /tmp/pglock-standby.XXXXXX)
@@ -41,19 +41,27 @@ standby_test() {
     -h "$PGHOST" -p "$PGPORT" -U postgres
   sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -l "$standby/server.log" -w \
     -o "-c listen_addresses='' -k $standby -p 5433 -c hot_standby=on" start >/dev/null
-  out=$work/standby-$major
+  local status=0
+  regress "$("$1" --pkglibdir)/pgxs/src/test/regress/pg_regress" tests/standby \
+    "$work/standby-$major" --host="$standby" --port=5433 --use-existing \
+    --dbname=pglock_standby standby || status=$?
+  sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -m immediate stop >/dev/null
+  rm -rf "$standby"
+  return $status
+}
+
+# regress TOOL INPUTDIR OUTPUT [options and test names...]: runs pg_regress or
+# pg_isolation_regress (from the version's PGXS) as postgres, showing the diffs on failure.
+regress() {
+  local tool=$1 inputdir=$2 out=$3
+  shift 3
   rm -rf "$out"
   mkdir -p "$out"
   chown postgres: "$out"
-  local status=0
-  sudo -u postgres "$("$1" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
-    --inputdir=tests/standby --outputdir="$out" --bindir="$bindir" --host="$standby" \
-    --port=5433 --user=postgres --use-existing --dbname=pglock_standby standby || status=$?
-  sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -m immediate stop >/dev/null
-  rm -rf "$standby"
-  if [ "$status" != 0 ]; then
+  if ! sudo -u postgres "$tool" --inputdir="$inputdir" --outputdir="$out" \
+        --bindir="$PGLOCK_CLUSTER_BINDIR" --user=postgres "$@"; then
     cat "$out/regression.diffs" >&2 || true
-    exit 1
+    return 1
   fi
 }
 
@@ -67,30 +75,13 @@ for major in "${majors[@]}"; do
   log "PostgreSQL $major: pg_regress"
   scripts/install.sh --debug --pg-config "$pg_config"
   cluster_start "$pg_config"
-  out=$work/regress-$major
-  rm -rf "$out"
-  mkdir -p "$out"
-  chown postgres: "$out"
-  if ! sudo -u postgres "$("$pg_config" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
-        --inputdir=tests/pg_regress --outputdir="$out" --bindir="$PGLOCK_CLUSTER_BINDIR" \
-        --host="$PGHOST" --port="$PGPORT" --user=postgres --load-extension=pglock \
-        --dbname=pglock_regress $tests; then
-    cat "$out/regression.diffs" >&2 || true
-    exit 1
-  fi
+  pgxs=$("$pg_config" --pkglibdir)/pgxs/src/test
+  regress "$pgxs/regress/pg_regress" tests/pg_regress "$work/regress-$major" \
+    --host="$PGHOST" --port="$PGPORT" --load-extension=pglock --dbname=pglock_regress $tests
 
   log "PostgreSQL $major: isolation specs"
-  out=$work/isolation-$major
-  rm -rf "$out"
-  mkdir -p "$out"
-  chown postgres: "$out"
-  if ! sudo -u postgres "$("$pg_config" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress" \
-        --inputdir=tests/isolation --outputdir="$out" --bindir="$PGLOCK_CLUSTER_BINDIR" \
-        --host="$PGHOST" --port="$PGPORT" --user=postgres --load-extension=pglock \
-        --dbname=pglock_isolation $specs; then
-    cat "$out/regression.diffs" >&2 || true
-    exit 1
-  fi
+  regress "$pgxs/isolation/pg_isolation_regress" tests/isolation "$work/isolation-$major" \
+    --host="$PGHOST" --port="$PGPORT" --load-extension=pglock --dbname=pglock_isolation $specs
 
   log "PostgreSQL $major: a streaming standby"
   standby_test "$pg_config"
