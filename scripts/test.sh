@@ -37,7 +37,9 @@ standby_test() {
   standby=$(mktemp -d /tmp/pglock-standby.XXXXXX)
   chmod 755 "$standby"
   chown postgres: "$standby"
-  sudo -u postgres "$bindir/pg_basebackup" -D "$standby/data" -R -X stream --no-sync \
+  # A fast checkpoint: the default spread one can take minutes on an idle server.
+  sudo -u postgres timeout 300 "$bindir/pg_basebackup" -D "$standby/data" -R -X stream \
+    --no-sync --checkpoint=fast \
     -h "$PGHOST" -p "$PGPORT" -U postgres
   sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -l "$standby/server.log" -w \
     -o "-c listen_addresses='' -k $standby -p 5433 -c hot_standby=on" start >/dev/null
