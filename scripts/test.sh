@@ -72,6 +72,7 @@ for major in "${majors[@]}"; do
   [ -x "$pg_config" ] || { log "PostgreSQL $major is not in pg-versions"; exit 2; }
 
   log "PostgreSQL $major: Rust tests"
+  rm -rf "$work/pgrx-data-$major"  # a fresh test instance every run
   cargo pgrx test "pg$major" --runas postgres --pgdata "$work/pgrx-data-$major"
 
   log "PostgreSQL $major: pg_regress"
