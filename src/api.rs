@@ -18,8 +18,8 @@ use crate::wait::{self, Outcome};
 enum Wait {
     /// Return false at once.
     No,
-    /// Wait in the queue until this point in time, then return false.
-    Until(pg_sys::TimestampTz),
+    /// Wait in the queue for at most this many microseconds, then return false.
+    Within(i64),
     /// Wait as pg_advisory_lock does (lock_timeout and statement_timeout still apply).
     WithoutDeadline,
 }
@@ -36,12 +36,18 @@ impl Wait {
         if micros == 0 {
             return Wait::No;
         }
-        // Timeouts beyond a century are as good as none, and keep the sum in range.
+        // Timeouts beyond a century are as good as none, and keep the deadline in range.
         const CENTURY_MICROS: i128 = 100 * 366 * 86_400 * 1_000_000;
-        // SAFETY: reads the clock.
-        let now = unsafe { pg_sys::GetCurrentTimestamp() };
-        Wait::Until(now + micros.min(CENTURY_MICROS) as i64)
+        Wait::Within(micros.min(CENTURY_MICROS) as i64)
     }
+}
+
+/// The point in time `micros` from now. Read only when a wait really starts, so that taking a
+/// free lock with a timeout costs no clock read.
+fn deadline_after(micros: i64) -> pg_sys::TimestampTz {
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    now + micros
 }
 
 /// The lock a name or key refers to, in a mode.
@@ -72,7 +78,7 @@ impl<'a> Target<'a> {
         refuse_parallel_worker();
         refuse_on_standby();
         registry::ensure_room_for(self.lock);
-        if matches!(wait, Wait::Until(_)) && in_parallel_mode() {
+        if matches!(wait, Wait::Within(_)) && in_parallel_mode() {
             // Refused up front, so the outcome does not depend on other sessions.
             errors::timed_wait_in_parallel_mode();
         }
@@ -86,7 +92,9 @@ impl<'a> Target<'a> {
                     Wait::WithoutDeadline => {
                         Outcome::Granted(wait::acquire_without_deadline(self.lock, scope))
                     }
-                    Wait::Until(deadline) => wait::acquire_until(self.lock, scope, deadline),
+                    Wait::Within(micros) => {
+                        wait::acquire_until(self.lock, scope, deadline_after(micros))
+                    }
                     Wait::No => unreachable!("handled above"),
                 };
                 match outcome {
