@@ -7,6 +7,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum};
 
+use crate::backend;
 use crate::errors;
 
 /// The longest name pglock accepts, in bytes of UTF-8.
@@ -27,7 +28,7 @@ impl<'a> LockName<'a> {
             errors::empty_name();
         }
         if name.len() > MAX_NAME_BYTES {
-            errors::name_too_long(name.len());
+            errors::name_too_long(name.len(), MAX_NAME_BYTES);
         }
         name
     }
@@ -42,26 +43,54 @@ impl FromDatum for LockName<'_> {
         if is_null {
             return None;
         }
-        // SAFETY: the caller promises a non-null text datum, valid for the function call.
-        unsafe {
+        // SAFETY: the caller promises a non-null text datum, valid for the function call. The
+        // slice covers exactly the value's bytes (varlena_to_byte_slice reads its header), never
+        // what follows it in memory.
+        let bytes = unsafe {
             let varlena = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
-            let bytes = pgrx::varlena::varlena_to_byte_slice(varlena);
-            let utf8 = if bytes.is_ascii()
-                || pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32
-            {
-                // Text in a UTF-8 database is valid UTF-8; ASCII is valid in any encoding.
-                Cow::Borrowed(std::str::from_utf8_unchecked(bytes))
-            } else {
-                // pg_server_to_any raises 22P05 or 22021 for what UTF-8 cannot hold.
-                let converted = pg_sys::pg_server_to_any(
-                    bytes.as_ptr().cast(),
-                    bytes.len() as i32,
-                    pg_sys::pg_enc::PG_UTF8 as i32,
-                );
-                let converted = CStr::from_ptr(converted).to_bytes();
-                Cow::Owned(String::from_utf8_lossy(converted).into_owned())
-            };
-            Some(LockName(utf8))
+            pgrx::varlena::varlena_to_byte_slice(varlena)
+        };
+        let utf8 = if bytes.is_ascii() || backend::database_is_utf8() {
+            // Text in a UTF-8 database is valid UTF-8; ASCII is valid in any encoding.
+            // SAFETY: as just said.
+            Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) })
+        } else {
+            // pg_server_to_any raises 22P05 or 22021 for what UTF-8 cannot hold.
+            let converted = convert(bytes, Direction::ServerToUtf8);
+            Cow::Owned(String::from_utf8_lossy(&converted).into_owned())
+        };
+        Some(LockName(utf8))
+    }
+}
+
+/// Which way [`convert`] goes between the database encoding and UTF-8.
+#[derive(Clone, Copy)]
+enum Direction {
+    ServerToUtf8,
+    Utf8ToServer,
+}
+
+/// Converts `bytes` with PostgreSQL's own conversion functions, which raise 22021 or 22P05
+/// for what the target encoding cannot hold.
+///
+/// They may return their input unchanged, as a pointer to the same (not NUL-terminated) bytes:
+/// always in a SQL_ASCII database, where they only validate. Only a new pointer is a palloc'd,
+/// NUL-terminated result, so only then is its length read up to the NUL.
+fn convert(bytes: &[u8], direction: Direction) -> Cow<'_, [u8]> {
+    let input: *const std::ffi::c_char = bytes.as_ptr().cast();
+    let len = i32::try_from(bytes.len()).expect("a text value is under 1 GB");
+    let utf8 = pg_sys::pg_enc::PG_UTF8 as i32;
+    // SAFETY: both functions read `len` bytes from `input` and return either `input` itself or
+    // a NUL-terminated copy in the current memory context.
+    unsafe {
+        let output = match direction {
+            Direction::ServerToUtf8 => pg_sys::pg_server_to_any(input, len, utf8),
+            Direction::Utf8ToServer => pg_sys::pg_any_to_server(input, len, utf8),
+        };
+        if std::ptr::eq(output, input) {
+            Cow::Borrowed(bytes)
+        } else {
+            Cow::Owned(CStr::from_ptr(output).to_bytes().to_vec())
         }
     }
 }
@@ -87,29 +116,17 @@ pub struct ServerText(pub String);
 
 impl IntoDatum for ServerText {
     fn into_datum(self) -> Option<pg_sys::Datum> {
-        let utf8 = self.0;
-        // SAFETY: both calls copy from a buffer that lives across them and return palloc'd
-        // memory in the current context, as a function result must be.
-        unsafe {
-            let server = if utf8.is_ascii()
-                || pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32
-            {
-                utf8.as_ptr().cast()
-            } else {
-                pg_sys::pg_any_to_server(
-                    utf8.as_ptr().cast(),
-                    utf8.len() as i32,
-                    pg_sys::pg_enc::PG_UTF8 as i32,
-                )
-            };
-            let len = if std::ptr::eq(server, utf8.as_ptr().cast()) {
-                utf8.len()
-            } else {
-                CStr::from_ptr(server).to_bytes().len()
-            };
-            let text = pg_sys::cstring_to_text_with_len(server, len as i32);
-            Some(pg_sys::Datum::from(text))
-        }
+        let utf8 = self.0.as_bytes();
+        let server = if utf8.is_ascii() || backend::database_is_utf8() {
+            Cow::Borrowed(utf8)
+        } else {
+            convert(utf8, Direction::Utf8ToServer)
+        };
+        let len = i32::try_from(server.len()).expect("a name is at most MAX_NAME_BYTES long");
+        // SAFETY: copies `len` bytes into a new palloc'd text in the current memory context,
+        // as a function result must be.
+        let text = unsafe { pg_sys::cstring_to_text_with_len(server.as_ptr().cast(), len) };
+        Some(pg_sys::Datum::from(text))
     }
 
     fn type_oid() -> pg_sys::Oid {
