@@ -16,8 +16,10 @@ cluster_start() {
   local options="-c listen_addresses='' -k $PGLOCK_CLUSTER_DIR -p 5432 -c fsync=off"
   local setting
   for setting in "$@"; do options+=" -c $setting"; done
-  sudo -u postgres "$PGLOCK_CLUSTER_BINDIR/pg_ctl" -D "$PGLOCK_CLUSTER_DIR/data" \
-    -l "$PGLOCK_CLUSTER_DIR/server.log" -w -o "$options" start >/dev/null
+  # RUST_BACKTRACE in the server's environment: errors must reach clients without a Rust
+  # backtrace all the same, and the regression outputs pin that down.
+  sudo -u postgres env RUST_BACKTRACE=1 "$PGLOCK_CLUSTER_BINDIR/pg_ctl" \
+    -D "$PGLOCK_CLUSTER_DIR/data" -l "$PGLOCK_CLUSTER_DIR/server.log" -w -o "$options" start >/dev/null
   export PGHOST=$PGLOCK_CLUSTER_DIR PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
 }
 

@@ -8,8 +8,10 @@
 #      isolation specs (tests/isolation) for deterministic multi-session behaviour, against a
 #      throwaway cluster with the extension installed (not preloaded; the Rust tests' instance
 #      has pglock in shared_preload_libraries);
-#   3. a streaming standby made with pg_basebackup (tests/standby);
-#   4. examples/: go-pglock's use cases as runnable Python scripts that assert their outcome;
+#   3. a streaming standby made with pg_basebackup (tests/standby), with a recovery conflict
+#      during a wait;
+#   4. examples/: go-pglock's use cases as runnable Python scripts that assert their outcome,
+#      and tests/server: checks that read the server log;
 #   5. PgBouncer in transaction pooling mode in front of the cluster (tests/clients/pooler.sh).
 # Installs whatever is missing first (scripts/setup.sh). Safe to run again.
 set -euo pipefail
@@ -42,11 +44,13 @@ standby_test() {
     --no-sync --checkpoint=fast \
     -h "$PGHOST" -p "$PGPORT" -U postgres
   sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -l "$standby/server.log" -w \
-    -o "-c listen_addresses='' -k $standby -p 5433 -c hot_standby=on" start >/dev/null
+    -o "-c listen_addresses='' -k $standby -p 5433 -c hot_standby=on -c max_standby_streaming_delay=200ms" \
+    start >/dev/null
   local status=0
   regress "$("$1" --pkglibdir)/pgxs/src/test/regress/pg_regress" tests/standby \
     "$work/standby-$major" --host="$standby" --port=5433 --use-existing \
     --dbname=pglock_standby standby || status=$?
+  tests/standby/recovery_conflict.sh "$standby" 5433 pglock_standby || status=$?
   sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -m immediate stop >/dev/null
   rm -rf "$standby"
   return $status
@@ -73,7 +77,9 @@ for major in "${majors[@]}"; do
 
   log "PostgreSQL $major: Rust tests"
   rm -rf "$work/pgrx-data-$major"  # a fresh test instance every run
-  cargo pgrx test "pg$major" --runas postgres --pgdata "$work/pgrx-data-$major"
+  # RUST_BACKTRACE reaches the test server (pgrx passes RUST* variables on): errors must reach
+  # clients without a Rust backtrace all the same (tests/interrupts.rs checks both).
+  RUST_BACKTRACE=1 cargo pgrx test "pg$major" --runas postgres --pgdata "$work/pgrx-data-$major"
 
   log "PostgreSQL $major: pg_regress"
   scripts/install.sh --debug --pg-config "$pg_config"
@@ -92,6 +98,9 @@ for major in "${majors[@]}"; do
   log "PostgreSQL $major: examples"
   psql_bin=$PGLOCK_CLUSTER_BINDIR/psql
   "$psql_bin" -qX -c 'CREATE EXTENSION pglock'
+
+  log "PostgreSQL $major: interrupts serviced during timed waits (server log)"
+  tests/server/memory_contexts.sh
   PYTHON=$PGLOCK_PYTHON examples/run_all.sh
 
   log "PostgreSQL $major: behind PgBouncer in transaction pooling mode"

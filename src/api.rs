@@ -1,54 +1,16 @@
 //! The SQL surface: every pglock.* function, each a thin shell over lockmgr, wait and registry.
 
 use pgrx::datum::{Interval, TimestampWithTimeZone};
-use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::backend;
 use crate::errors;
 use crate::key_cache;
-use crate::lockmgr::{AdvisoryLock, Holds, Mode, Scope};
+use crate::lockmgr::{AdvisoryLock, Mode, Scope};
 use crate::name::{LockName, ServerText};
 use crate::registry;
 use crate::settings;
-use crate::shared_names;
-use crate::wait::{self, Outcome};
-
-/// What to do when the lock is taken by someone else.
-#[derive(Clone, Copy)]
-enum Wait {
-    /// Return false at once.
-    No,
-    /// Wait in the queue for at most this many microseconds, then return false.
-    Within(i64),
-    /// Wait as pg_advisory_lock does (lock_timeout and statement_timeout still apply).
-    WithoutDeadline,
-}
-
-impl Wait {
-    fn from_timeout(timeout: Option<Interval>) -> Self {
-        let Some(timeout) = timeout else {
-            return Wait::WithoutDeadline;
-        };
-        let micros = timeout.as_micros();
-        if micros < 0 {
-            errors::negative_timeout();
-        }
-        if micros == 0 {
-            return Wait::No;
-        }
-        // Timeouts beyond a century are as good as none, and keep the deadline in range.
-        const CENTURY_MICROS: i128 = 100 * 366 * 86_400 * 1_000_000;
-        Wait::Within(micros.min(CENTURY_MICROS) as i64)
-    }
-}
-
-/// The point in time `micros` from now. Read only when a wait really starts, so that taking a
-/// free lock with a timeout costs no clock read.
-fn deadline_after(micros: i64) -> pg_sys::TimestampTz {
-    // SAFETY: reads the clock.
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    now + micros
-}
+use crate::wait::{self, Outcome, Wait};
 
 /// The lock a name or key refers to, in a mode.
 struct Target<'a> {
@@ -78,7 +40,7 @@ impl<'a> Target<'a> {
         refuse_parallel_worker();
         refuse_on_standby();
         registry::ensure_room_for(self.lock);
-        if matches!(wait, Wait::Within(_)) && in_parallel_mode() {
+        if matches!(wait, Wait::Within(_)) && backend::in_parallel_mode() {
             // Refused up front, so the outcome does not depend on other sessions.
             errors::timed_wait_in_parallel_mode();
         }
@@ -87,34 +49,25 @@ impl<'a> Target<'a> {
             None if matches!(wait, Wait::No) => return false,
             None => {
                 // Waiters show their lock's name to other sessions too.
-                self.publish_name();
+                registry::waiting(self.lock, self.name.as_deref());
                 let outcome = match wait {
                     Wait::WithoutDeadline => {
                         Outcome::Granted(wait::acquire_without_deadline(self.lock, scope))
                     }
-                    Wait::Within(micros) => {
-                        wait::acquire_until(self.lock, scope, deadline_after(micros))
-                    }
+                    Wait::Within(micros) => wait::acquire_within(self.lock, scope, micros),
                     Wait::No => unreachable!("handled above"),
                 };
                 match outcome {
                     Outcome::Granted(holds) => holds,
                     Outcome::TimedOut => {
-                        shared_names::withdraw_if_unheld(self.lock.key);
+                        registry::stopped_waiting(self.lock);
                         return false;
                     }
                 }
             }
         };
-        self.publish_name();
         registry::acquired(self.lock, scope, self.name.as_deref(), holds);
         true
-    }
-
-    fn publish_name(&self) {
-        if let Some(name) = &self.name {
-            shared_names::publish(self.lock.key, name);
-        }
     }
 
     fn release(self) -> bool {
@@ -122,9 +75,6 @@ impl<'a> Target<'a> {
         match self.lock.release(Scope::Session) {
             Some(holds_left) => {
                 registry::released(self.lock, holds_left);
-                if holds_left == Holds::default() {
-                    shared_names::withdraw_if_unheld(self.lock.key);
-                }
                 true
             }
             None => false,
@@ -135,8 +85,7 @@ impl<'a> Target<'a> {
 /// Locks belong to the session, so a parallel worker (which exits with the query) must not
 /// take or release them. The leader may, as it may call the built-ins in parallel mode.
 fn refuse_parallel_worker() {
-    // SAFETY: ParallelWorkerNumber is set once when a parallel worker starts.
-    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+    if backend::is_parallel_worker() {
         errors::parallel_worker();
     }
 }
@@ -144,15 +93,9 @@ fn refuse_parallel_worker() {
 /// On a hot standby advisory locks coordinate with nobody on the primary: almost always a
 /// misrouted connection, so refused unless pglock.allow_on_standby says otherwise.
 fn refuse_on_standby() {
-    // SAFETY: RecoveryInProgress reads a backend-local flag once recovery is over.
-    if unsafe { pg_sys::RecoveryInProgress() } && !settings::ALLOW_ON_STANDBY.get() {
+    if backend::recovery_in_progress() && !settings::ALLOW_ON_STANDBY.get() {
         errors::on_standby();
     }
-}
-
-fn in_parallel_mode() -> bool {
-    // SAFETY: reads backend-local transaction state.
-    unsafe { pg_sys::IsInParallelMode() }
 }
 
 /// The advisory-lock key of a name: the same bigint sqlx's `PgAdvisoryLock::new(name)` uses.
@@ -302,6 +245,10 @@ fn held() -> TableIterator<
         name!(since, TimestampWithTimeZone),
     ),
 > {
+    // A parallel worker's lock table is not the session's: refuse rather than answer wrongly.
+    if backend::is_parallel_worker() {
+        errors::held_in_parallel_worker();
+    }
     let rows = registry::held().into_iter().map(|row| {
         let since = TimestampWithTimeZone::try_from(row.since)
             .expect("a timestamp read from the clock is in range");
@@ -317,24 +264,16 @@ fn held() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// The names of advisory locks known to this session: its own (always), and every other
-/// session's when pglock is preloaded. Backs the pglock.locks view; rows for keys no longer
-/// held are possible here and are dropped by the view's join with pg_locks.
+/// The names of the advisory locks held or awaited by name: this session's own (always), and,
+/// when pglock is preloaded, other sessions' that the current user may see (the rule of
+/// pg_stat_activity's query text). Backs the pglock.locks view; rows for keys no longer held
+/// are possible here and are dropped by the view's join with pg_locks.
 #[pg_extern(volatile, parallel_restricted)]
 fn lock_names(
 ) -> TableIterator<'static, (name!(pid, i32), name!(key, i64), name!(name, ServerText))> {
-    // SAFETY: set at backend start.
-    let me = unsafe { pg_sys::MyProcPid };
-    let mut rows: Vec<(i32, i64, ServerText)> = registry::names()
+    let rows = registry::visible_names()
         .into_iter()
-        .map(|(key, name)| (me, key, ServerText(name)))
-        .collect();
-    rows.extend(
-        shared_names::all()
-            .into_iter()
-            .filter(|(pid, _, _)| *pid != me)
-            .map(|(pid, key, name)| (pid, key, ServerText(name))),
-    );
+        .map(|(pid, key, name)| (pid, key, ServerText(name)));
     TableIterator::new(rows)
 }
 

@@ -3,28 +3,28 @@
 
 use pgrx::pg_sys;
 
-use crate::lockmgr::Scope;
-
 /// PostgreSQL's timeout.h, which pgrx does not bind. RegisterTimeout allocates the first free
 /// user slot for any id at or above USER_TIMEOUT; 20 is above USER_TIMEOUT in 15 to 18 (12, 12,
 /// 13, 13) and below MAX_TIMEOUTS, so it asks for "any user slot" on every supported version.
 pub const ANY_USER_TIMEOUT: i32 = 20;
+/// STATEMENT_TIMEOUT in timeout.h's TimeoutId: the fourth entry in 15 to 18.
+pub const STATEMENT_TIMEOUT: i32 = 3;
 pub type TimeoutHandler = unsafe extern "C-unwind" fn();
 unsafe extern "C-unwind" {
     pub fn RegisterTimeout(id: i32, handler: TimeoutHandler) -> i32;
     pub fn enable_timeout_at(id: i32, fin_time: pg_sys::TimestampTz);
     pub fn disable_timeout(id: i32, keep_indicator: bool);
+    pub fn get_timeout_indicator(id: i32, reset_indicator: bool) -> bool;
 }
 
 /// LockAcquireExtended across versions: PostgreSQL 18 added `logLockFailure`.
 pub unsafe fn acquire_extended(
     tag: &pg_sys::LOCKTAG,
     lockmode: pg_sys::LOCKMODE,
-    scope: Scope,
+    session: bool,
     dont_wait: bool,
     locallock: &mut *mut pg_sys::LOCALLOCK,
 ) -> pg_sys::LockAcquireResult::Type {
-    let session = scope == Scope::Session;
     // SAFETY: forwarded from the caller.
     unsafe {
         #[cfg(not(feature = "pg18"))]

@@ -1,6 +1,7 @@
 //! pglock: named locks for every SQL client, kept in PostgreSQL's own lock manager.
 
 mod api;
+mod backend;
 mod compat;
 mod errors;
 mod key;
@@ -18,6 +19,15 @@ mod wait;
 /// (then, and only then, the shared name map is set up).
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // PostgreSQL's own errors (deadlock, cancel, encoding) pass through Rust frames on their
+    // way to the client, and pgrx appends a Rust backtrace to their DETAIL whenever the
+    // server's environment has RUST_BACKTRACE set. Clients must get errors exactly as
+    // PostgreSQL raised them, so backtrace capture is off unless RUST_LIB_BACKTRACE asks for
+    // it. Set before any backtrace is captured: std reads it once per process, and backends
+    // inherit it from the postmaster when pglock is preloaded.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     settings::init();
     // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {

@@ -80,10 +80,8 @@ impl Holds {
 impl AdvisoryLock {
     /// The lock tag of SET_LOCKTAG_ADVISORY with the bigint form's field4 = 1.
     fn tag(self) -> pg_sys::LOCKTAG {
-        // SAFETY: MyDatabaseId is set once at backend start and only read afterwards.
-        let database = unsafe { pg_sys::MyDatabaseId };
         pg_sys::LOCKTAG {
-            locktag_field1: database.to_u32(),
+            locktag_field1: crate::backend::database_id(),
             locktag_field2: ((self.key as u64) >> 32) as u32,
             locktag_field3: self.key as u64 as u32,
             locktag_field4: 1,
@@ -140,13 +138,7 @@ impl AdvisoryLock {
         let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
         // SAFETY: see above; nLocks > 0 guarantees LOCKACQUIRE_ALREADY_HELD.
         unsafe {
-            acquire_extended(
-                &tag,
-                self.mode.lockmode(),
-                Scope::Session,
-                true,
-                &mut locallock,
-            );
+            acquire_extended(&tag, self.mode.lockmode(), true, true, &mut locallock);
             let mut holds = holds_of(locallock);
             holds.session -= 1;
             pg_sys::LockRelease(&tag, self.mode.lockmode(), true);
@@ -184,7 +176,7 @@ fn acquire_reporting_full_table(
     // SAFETY: a valid tag and mode; an ERROR comes back as a Rust panic through pgrx's guard,
     // and catching it costs nothing when there is none.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-        acquire_extended(tag, lockmode, scope, dont_wait, locallock)
+        acquire_extended(tag, lockmode, scope == Scope::Session, dont_wait, locallock)
     }));
     match result {
         Ok(result) => result,

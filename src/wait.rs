@@ -1,120 +1,156 @@
-//! Waiting for a lock with a deadline of pglock's own: the lock manager's queue, a timer that
-//! ends the sleep, and the bookkeeping that tells that timer from a user's cancel.
+//! Waiting for a lock in PostgreSQL's own queue: the timeout policy, the deadline pglock
+//! enforces itself, and the decision whether an ERROR that ended a wait was that deadline.
 //!
-//! PostgreSQL's only way out of a lock sleep short of the grant is an ERROR raised by
-//! CHECK_FOR_INTERRUPTS. So the wait runs inside an internal subtransaction; the deadline is a
-//! timeout of our own (USER_TIMEOUT) whose handler asks for a query cancel; and when the
-//! ERROR comes back we decide whose it was:
+//! # Design (read before changing anything here)
 //!
-//! * our deadline passed and no SIGINT reached the backend: it is ours, swallow it, return false;
-//! * anything else (a user's cancel, statement_timeout — which also arrives as SIGINT — a
-//!   deadlock, a termination): re-raise it unchanged.
+//! PostgreSQL's only way out of a lock sleep, short of the grant, is an ERROR raised by
+//! CHECK_FOR_INTERRUPTS: a deadlock, a cancel, statement_timeout, lock_timeout. So a wait with
+//! a timeout
+//! 1. runs inside an internal subtransaction ([`SubTransaction`]), as PL/pgSQL's EXCEPTION
+//!    block does, so that the ERROR can be caught and the caller's transaction stays usable;
+//! 2. arms a [`Deadline`]: a timeout of pglock's own (a USER_TIMEOUT slot) whose handler asks
+//!    for a query cancel the way StatementCancelHandler does, while the session's lock_timeout
+//!    is set aside (the explicit timeout is pglock's alone; `SHOW lock_timeout` never changes);
+//! 3. reads a [`Verdict`]: was the ERROR pglock's deadline, or anybody else's cancel?
 //!
-//! SIGINT is watched only while we sleep, by a handler that records it and then runs the one
-//! PostgreSQL installed, so no cancel is ever lost.
+//! Every cancel that is not pglock's arrives as SIGINT: pg_cancel_backend and a client's cancel
+//! request directly, statement_timeout and lock_timeout through handlers that send SIGINT to the
+//! backend itself. pglock's deadline never sends a signal. So while the deadline is armed, a
+//! watcher stands in front of PostgreSQL's SIGINT handler and records every SIGINT before
+//! passing it on, and a cancel already pending when the watcher goes in (QueryCancelPending
+//! set but not yet serviced) counts as seen. When the wait is over, SIGINT is blocked while the
+//! timer is off, the watcher is read and removed and pglock's own pending cancel is withdrawn:
+//! a SIGINT that comes during that moment reaches PostgreSQL's handler when the mask is
+//! restored and is raised at the next CHECK_FOR_INTERRUPTS. There is no window in which a
+//! SIGINT can be taken for the deadline.
+//!
+//! The ERROR is pglock's, and is swallowed (the call returns false), only when the deadline
+//! passed, no SIGINT was seen, and the ERROR is a query cancel (57014). ProcessInterrupts
+//! clears InterruptPending before it raises the cancel and never reaches the flags it would
+//! have looked at afterwards (ProcSignalBarrierPending, which DROP DATABASE waits for;
+//! LogMemoryContextPending; TransactionTimeoutPending; recovery conflicts from PostgreSQL 17;
+//! ...), so InterruptPending is set again and the next CHECK_FOR_INTERRUPTS services them.
+//!
+//! Any other ERROR is raised again unchanged, with one refinement: when a SIGINT was seen and
+//! statement_timeout's indicator is still set, the statement timeout fired after
+//! ProcessInterrupts had already raised the cancel we hold (which therefore says "user
+//! request"), so ProcessInterrupts is asked again and raises it as a statement timeout.
+//!
+//! Why not PostgreSQL's LOCK_TIMEOUT and its indicator? Its handler sends a real SIGINT, which
+//! nothing can tell from a user's; when ProcessInterrupts reports a lock timeout it resets,
+//! and so loses, a statement timeout that fired at the same time; and it counts whole
+//! milliseconds from the start of each sleep.
+//!
+//! After a grant, a cancel that is already pending is serviced before pglock returns, and if it
+//! raises, the session hold the call took is given back first: an ERROR from a pglock call never
+//! leaves the lock that call waited for held by it.
+//!
+//! One limit is PostgreSQL's: inside a subtransaction, a recovery conflict on a hot standby is
+//! raised as FATAL (RecoveryConflictInterrupt cannot cancel only a subtransaction), so with
+//! pglock.allow_on_standby a conflict during a timed wait ends the session.
 
 use std::panic::AssertUnwindSafe;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
+use pgrx::datum::Interval;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
-use crate::compat::{disable_timeout, enable_timeout_at, RegisterTimeout, ANY_USER_TIMEOUT};
+use crate::backend;
+use crate::compat::{
+    disable_timeout, enable_timeout_at, get_timeout_indicator, RegisterTimeout, ANY_USER_TIMEOUT,
+    STATEMENT_TIMEOUT,
+};
+use crate::errors;
 use crate::lockmgr::{AdvisoryLock, Holds, Scope};
 
-/// Set by the deadline timer's handler (in signal context).
-static DEADLINE_PASSED: AtomicBool = AtomicBool::new(false);
-/// Set by the SIGINT watcher (in signal context).
-static SIGINT_SEEN: AtomicBool = AtomicBool::new(false);
-/// The SIGINT handler that was installed before the watcher, as an address.
-static PREVIOUS_SIGINT: AtomicUsize = AtomicUsize::new(0);
-/// Our timeout slot in this backend, registered on first use (never in the postmaster, whose
-/// registrations InitializeTimeouts discards in every backend).
-static mut DEADLINE_TIMEOUT_ID: i32 = -1;
+/// What a caller does when the lock is taken by someone else.
+#[derive(Clone, Copy)]
+pub enum Wait {
+    /// Return false at once.
+    No,
+    /// Wait in the queue for at most this many microseconds, then return false.
+    Within(i64),
+    /// Wait as pg_advisory_lock does (lock_timeout and statement_timeout still apply).
+    WithoutDeadline,
+}
 
-/// What the wait came to.
+impl Wait {
+    /// The policy for a SQL timeout argument: NULL waits without a deadline of pglock's, 0
+    /// tries once, a negative one is refused (22023), and one beyond a century is a century.
+    pub fn from_timeout(timeout: Option<Interval>) -> Self {
+        let Some(timeout) = timeout else {
+            return Wait::WithoutDeadline;
+        };
+        let micros = timeout.as_micros();
+        if micros < 0 {
+            errors::negative_timeout();
+        }
+        if micros == 0 {
+            return Wait::No;
+        }
+        // Timeouts beyond a century are as good as none, and keep the deadline in range.
+        const CENTURY_MICROS: i128 = 100 * 366 * 86_400 * 1_000_000;
+        Wait::Within(micros.min(CENTURY_MICROS) as i64)
+    }
+}
+
+/// What a wait came to.
 pub enum Outcome {
     Granted(Holds),
     TimedOut,
 }
 
-/// Waits for `lock` until `deadline`, in the lock manager's queue.
-pub fn acquire_until(lock: AdvisoryLock, scope: Scope, deadline: pg_sys::TimestampTz) -> Outcome {
-    // SAFETY: single-threaded backend code inside a transaction, the way PL/pgSQL runs an
-    // exception block: remember context and owner, start a subtransaction, and put both
-    // back whichever way it ends.
-    unsafe {
-        let caller_context = pg_sys::CurrentMemoryContext;
-        let caller_owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(ptr::null());
-        pg_sys::MemoryContextSwitchTo(caller_context);
+/// Waits for `lock` for at most `micros` microseconds from now, in the lock manager's queue.
+pub fn acquire_within(lock: AdvisoryLock, scope: Scope, micros: i64) -> Outcome {
+    // The clock is read only here, when a wait really starts.
+    let deadline = backend::now().saturating_add(micros);
+    let subtransaction = SubTransaction::begin();
+    let armed = Deadline::arm(deadline);
+    let result: Result<Holds, Box<CaughtError>> =
+        PgTryBuilder::new(AssertUnwindSafe(|| Ok(lock.acquire_waiting(scope))))
+            .catch_others(|error| Err(Box::new(error)))
+            .execute();
+    let verdict = armed.disarm();
 
-        let saved_lock_timeout = pg_sys::LockTimeout;
-        // The explicit timeout is pglock's alone: the session's lock_timeout must not cut it
-        // short. Only the C variable changes, never the setting; it is restored below.
-        pg_sys::LockTimeout = 0;
-        DEADLINE_PASSED.store(false, Ordering::SeqCst);
-        let watcher = SigintWatcher::install();
-        enable_timeout_at(deadline_timeout_id(), deadline);
-
-        let result: Result<Holds, Box<CaughtError>> =
-            PgTryBuilder::new(AssertUnwindSafe(|| Ok(lock.acquire_waiting(scope))))
-                .catch_others(|error| Err(Box::new(error)))
-                .execute();
-
-        disable_timeout(deadline_timeout_id(), false);
-        let cancelled_by_someone_else = watcher.remove();
-        pg_sys::LockTimeout = saved_lock_timeout;
-        let deadline_passed = DEADLINE_PASSED.load(Ordering::SeqCst);
-        if deadline_passed && !cancelled_by_someone_else {
-            // Our timer may have asked for a cancel that is still pending (it fired just as
-            // the lock was granted); withdraw it, since nobody else asked.
-            pg_sys::QueryCancelPending = 0;
+    let error = match result {
+        Ok(holds) => {
+            subtransaction.release();
+            return Outcome::Granted(service_interrupts_after_grant(lock, scope, holds));
         }
-
-        match result {
-            Ok(holds) => {
-                pg_sys::ReleaseCurrentSubTransaction();
-                pg_sys::MemoryContextSwitchTo(caller_context);
-                pg_sys::CurrentResourceOwner = caller_owner;
-                Outcome::Granted(holds)
-            }
-            Err(error) => {
-                let ours = deadline_passed && !cancelled_by_someone_else && is_query_cancel(&error);
-                // The lock may have been granted at the very instant the sleep was cut short
-                // (LockErrorCleanup then records the grant). A transaction hold belongs to the
-                // subtransaction's resource owner; hand it to the parent before rolling back.
-                let granted = lock.is_held();
-                if ours && granted && scope == Scope::Transaction {
-                    pg_sys::LockReassignCurrentOwner(ptr::null_mut(), 0);
-                }
-                pg_sys::RollbackAndReleaseCurrentSubTransaction();
-                pg_sys::MemoryContextSwitchTo(caller_context);
-                pg_sys::CurrentResourceOwner = caller_owner;
-                if ours {
-                    return if granted {
-                        Outcome::Granted(lock.holds())
-                    } else {
-                        Outcome::TimedOut
-                    };
-                }
-                // An ERROR means "not acquired": a session hold granted at that instant
-                // survives the subtransaction, so give it back before re-raising.
-                if granted && scope == Scope::Session {
-                    lock.release(Scope::Session);
-                }
-                error.rethrow()
-            }
+        Err(error) => error,
+    };
+    // The lock may have been granted at the very instant the sleep was cut short
+    // (LockErrorCleanup then records the grant). It was not held before: a held lock is never
+    // waited for.
+    let granted = lock.is_held();
+    if verdict.is_ours(&error) {
+        if granted && scope == Scope::Transaction {
+            subtransaction.hand_locks_to_parent();
         }
+        subtransaction.roll_back();
+        rearm_interrupts();
+        return if granted {
+            Outcome::Granted(service_interrupts_after_grant(lock, scope, lock.holds()))
+        } else {
+            Outcome::TimedOut
+        };
     }
+    subtransaction.roll_back();
+    // An ERROR means "not acquired": a session hold granted at that instant survives the
+    // subtransaction, so give it back before raising.
+    if granted && scope == Scope::Session {
+        lock.release(Scope::Session);
+    }
+    verdict.raise_again(*error)
 }
 
 /// Waits for `lock` with no deadline of pglock's: exactly pg_advisory_lock's wait, so the
 /// session's lock_timeout and statement_timeout apply and raise their own errors.
 pub fn acquire_without_deadline(lock: AdvisoryLock, scope: Scope) -> Holds {
-    PgTryBuilder::new(AssertUnwindSafe(|| lock.acquire_waiting(scope)))
+    let holds = PgTryBuilder::new(AssertUnwindSafe(|| lock.acquire_waiting(scope)))
         .catch_others(|error| {
             // As above: an ERROR must not leave a session hold granted at the last instant.
             if scope == Scope::Session && lock.holds().session > 0 {
@@ -122,7 +158,55 @@ pub fn acquire_without_deadline(lock: AdvisoryLock, scope: Scope) -> Holds {
             }
             error.rethrow()
         })
-        .execute()
+        .execute();
+    service_interrupts_after_grant(lock, scope, holds)
+}
+
+/// Services an interrupt that is already pending when a wait ends in a grant (a cancel that
+/// came just after it). If that raises, the session hold this call took is released first, so
+/// the caller never sees an ERROR while holding what it asked for.
+fn service_interrupts_after_grant(lock: AdvisoryLock, scope: Scope, holds: Holds) -> Holds {
+    if !interrupt_pending() {
+        return holds;
+    }
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        pgrx::check_for_interrupts!();
+        holds
+    }))
+    .catch_others(|error| {
+        if scope == Scope::Session {
+            lock.release(Scope::Session);
+        }
+        error.rethrow()
+    })
+    .execute()
+}
+
+/// How an armed deadline ended.
+struct Verdict {
+    /// pglock's timer fired.
+    deadline_passed: bool,
+    /// A SIGINT reached the backend while armed, or a cancel was pending when it was armed.
+    sigint_seen: bool,
+}
+
+impl Verdict {
+    /// Whether `error` is pglock's own deadline and nothing else.
+    fn is_ours(&self, error: &CaughtError) -> bool {
+        self.deadline_passed && !self.sigint_seen && is_query_cancel(error)
+    }
+
+    /// Raises `error` again as PostgreSQL raised it, or, when it is a cancel raised before a
+    /// statement timeout that has fired since, lets ProcessInterrupts raise that timeout.
+    fn raise_again(&self, error: CaughtError) -> ! {
+        // SAFETY: reads timeout.c's indicator without resetting it.
+        let statement_timeout_fired = unsafe { get_timeout_indicator(STATEMENT_TIMEOUT, false) };
+        if self.sigint_seen && statement_timeout_fired && is_query_cancel(&error) {
+            request_query_cancel();
+            pgrx::check_for_interrupts!();
+        }
+        error.rethrow()
+    }
 }
 
 fn is_query_cancel(error: &CaughtError) -> bool {
@@ -134,63 +218,228 @@ fn is_query_cancel(error: &CaughtError) -> bool {
     }
 }
 
-fn deadline_timeout_id() -> i32 {
-    // SAFETY: backend-local state, one thread.
-    unsafe {
-        if DEADLINE_TIMEOUT_ID < 0 {
-            DEADLINE_TIMEOUT_ID = RegisterTimeout(ANY_USER_TIMEOUT, deadline_passed);
+/// An internal subtransaction, begun and ended the way PL/pgSQL runs an EXCEPTION block: the
+/// caller's memory context and resource owner are remembered at the start and put back once,
+/// whichever way it ends. If a Rust panic unwinds past one that is still open, the ERROR the
+/// panic becomes aborts the whole transaction, and with it the subtransaction.
+struct SubTransaction {
+    context: pg_sys::MemoryContext,
+    owner: pg_sys::ResourceOwner,
+}
+
+impl SubTransaction {
+    fn begin() -> Self {
+        // SAFETY: inside a transaction (every SQL function is); the subtransaction switches
+        // memory context, so the caller's is restored at once.
+        unsafe {
+            let context = pg_sys::CurrentMemoryContext;
+            let owner = pg_sys::CurrentResourceOwner;
+            pg_sys::BeginInternalSubTransaction(ptr::null());
+            pg_sys::MemoryContextSwitchTo(context);
+            SubTransaction { context, owner }
         }
-        DEADLINE_TIMEOUT_ID
     }
+
+    /// Commits it into the parent: what it acquired now belongs to the parent.
+    fn release(self) {
+        // SAFETY: the subtransaction begun in begin() is the current one.
+        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+        self.restore();
+    }
+
+    /// Rolls it back, releasing what it acquired in transaction scope.
+    fn roll_back(self) {
+        // SAFETY: as above; also valid after an ERROR inside it.
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        self.restore();
+    }
+
+    /// Hands every lock the subtransaction's resource owner holds to the parent's, so that
+    /// rolling back does not release a transaction hold granted at the last instant.
+    fn hand_locks_to_parent(&self) {
+        // SAFETY: the subtransaction's owner is current; NULL/0 means "all of its locks".
+        unsafe { pg_sys::LockReassignCurrentOwner(ptr::null_mut(), 0) };
+    }
+
+    fn restore(&self) {
+        // SAFETY: both were current when the subtransaction began and outlive it.
+        unsafe {
+            pg_sys::MemoryContextSwitchTo(self.context);
+            pg_sys::CurrentResourceOwner = self.owner;
+        }
+    }
+}
+
+/// Set by the deadline timer's handler (in signal context).
+static DEADLINE_PASSED: AtomicBool = AtomicBool::new(false);
+/// Set by the SIGINT watcher (in signal context), or when a cancel was already pending.
+static SIGINT_SEEN: AtomicBool = AtomicBool::new(false);
+/// The SIGINT handler that was installed before the watcher, as an address.
+static PREVIOUS_SIGINT: AtomicUsize = AtomicUsize::new(0);
+/// Our timeout slot in this backend, registered on first use (never in the postmaster, whose
+/// registrations InitializeTimeouts discards in every backend); -1 until then.
+static DEADLINE_TIMEOUT_ID: AtomicI32 = AtomicI32::new(-1);
+
+/// pglock's deadline while a wait is armed: its timer, the session's lock_timeout set aside,
+/// and the SIGINT watcher. [`Deadline::disarm`] undoes all three and says what happened; if a
+/// panic unwinds past an armed one, dropping it undoes them too.
+struct Deadline {
+    saved_lock_timeout: i32,
+    previous_sigint: libc::sigaction,
+    armed: bool,
+}
+
+impl Deadline {
+    fn arm(at: pg_sys::TimestampTz) -> Self {
+        DEADLINE_PASSED.store(false, Ordering::SeqCst);
+        SIGINT_SEEN.store(false, Ordering::SeqCst);
+        let previous_sigint = install_sigint_watcher();
+        // A cancel that arrived before the watcher and is not serviced yet is somebody else's:
+        // our timer is not running yet.
+        if query_cancel_pending() {
+            SIGINT_SEEN.store(true, Ordering::SeqCst);
+        }
+        // SAFETY: LockTimeout is the C variable behind lock_timeout, read by ProcSleep; it is put
+        // back in disarm() or drop(), and the GUC itself never changes.
+        let saved_lock_timeout = unsafe {
+            let saved = pg_sys::LockTimeout;
+            pg_sys::LockTimeout = 0;
+            saved
+        };
+        // SAFETY: a registered slot and an absolute time; the timer only sets flags.
+        unsafe { enable_timeout_at(deadline_timeout_id(), at) };
+        Deadline {
+            saved_lock_timeout,
+            previous_sigint,
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) -> Verdict {
+        self.armed = false;
+        // SAFETY: our own slot; after this the timer cannot fire.
+        unsafe { disable_timeout(deadline_timeout_id(), false) };
+        let blocked = SigintBlocked::block();
+        let verdict = Verdict {
+            deadline_passed: DEADLINE_PASSED.load(Ordering::SeqCst),
+            sigint_seen: SIGINT_SEEN.load(Ordering::SeqCst),
+        };
+        restore_sigint(&self.previous_sigint);
+        // SAFETY: puts back the value arm() saved.
+        unsafe { pg_sys::LockTimeout = self.saved_lock_timeout };
+        if verdict.deadline_passed && !verdict.sigint_seen {
+            // Our timer's cancel may still be pending (it fired as the lock was granted, or
+            // another ERROR came first); nobody else asked for one, so withdraw it.
+            // SAFETY: SIGINT is blocked, and no other signal handler sets this flag.
+            unsafe { ptr::write_volatile(ptr::addr_of_mut!(pg_sys::QueryCancelPending), 0) };
+        }
+        drop(blocked);
+        verdict
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        if self.armed {
+            // SAFETY: as in disarm().
+            unsafe {
+                disable_timeout(deadline_timeout_id(), false);
+                pg_sys::LockTimeout = self.saved_lock_timeout;
+            }
+            restore_sigint(&self.previous_sigint);
+        }
+    }
+}
+
+fn deadline_timeout_id() -> i32 {
+    let id = DEADLINE_TIMEOUT_ID.load(Ordering::Relaxed);
+    if id >= 0 {
+        return id;
+    }
+    // SAFETY: registers a handler that only sets flags; called in a backend, never the postmaster.
+    let id = unsafe { RegisterTimeout(ANY_USER_TIMEOUT, deadline_passed) };
+    DEADLINE_TIMEOUT_ID.store(id, Ordering::Relaxed);
+    id
 }
 
 /// Runs in signal context (from handle_sig_alarm, interrupts held): ask for a query cancel the
 /// way StatementCancelHandler does. handle_sig_alarm has already set the latch.
 unsafe extern "C-unwind" fn deadline_passed() {
     DEADLINE_PASSED.store(true, Ordering::SeqCst);
-    // SAFETY: sig_atomic_t flags that signal handlers are meant to set.
+    request_query_cancel();
+}
+
+fn request_query_cancel() {
+    // SAFETY: sig_atomic_t flags that signal handlers and backend code are meant to set.
     unsafe {
-        ptr::write_volatile(ptr::addr_of_mut!(pg_sys::InterruptPending), 1);
         ptr::write_volatile(ptr::addr_of_mut!(pg_sys::QueryCancelPending), 1);
+        ptr::write_volatile(ptr::addr_of_mut!(pg_sys::InterruptPending), 1);
     }
 }
 
-/// Records that SIGINT arrived while installed, then hands the signal on unchanged.
-struct SigintWatcher {
-    previous: libc::sigaction,
+/// Makes the next CHECK_FOR_INTERRUPTS look at every pending flag again.
+fn rearm_interrupts() {
+    // SAFETY: as above; ProcessInterrupts does nothing for flags that are not set.
+    unsafe { ptr::write_volatile(ptr::addr_of_mut!(pg_sys::InterruptPending), 1) };
 }
 
-impl SigintWatcher {
-    fn install() -> Self {
-        SIGINT_SEEN.store(false, Ordering::SeqCst);
-        // SAFETY: plain sigaction calls; the watcher forwards to whatever was installed.
-        unsafe {
-            let mut previous: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGINT, ptr::null(), &mut previous);
-            PREVIOUS_SIGINT.store(previous.sa_sigaction, Ordering::SeqCst);
-            let mut watcher: libc::sigaction = previous;
-            watcher.sa_flags = previous.sa_flags & !libc::SA_SIGINFO;
-            watcher.sa_sigaction = if previous.sa_flags & libc::SA_SIGINFO != 0 {
-                watch_sigint_siginfo as *const () as usize
-            } else {
-                watch_sigint as *const () as usize
-            };
-            if previous.sa_flags & libc::SA_SIGINFO != 0 {
-                watcher.sa_flags |= libc::SA_SIGINFO;
-            }
-            libc::sigaction(libc::SIGINT, &watcher, ptr::null_mut());
-            SigintWatcher { previous }
-        }
-    }
+fn query_cancel_pending() -> bool {
+    // SAFETY: a sig_atomic_t read.
+    unsafe { ptr::read_volatile(ptr::addr_of!(pg_sys::QueryCancelPending)) != 0 }
+}
 
-    /// Puts the previous handler back; says whether SIGINT arrived meanwhile.
-    fn remove(self) -> bool {
-        // SAFETY: restores exactly what install() found.
+fn interrupt_pending() -> bool {
+    // SAFETY: a sig_atomic_t read.
+    unsafe { ptr::read_volatile(ptr::addr_of!(pg_sys::InterruptPending)) != 0 }
+}
+
+/// SIGINT blocked for as long as this lives; the previous mask comes back on drop.
+struct SigintBlocked {
+    previous: libc::sigset_t,
+}
+
+impl SigintBlocked {
+    fn block() -> Self {
+        // SAFETY: plain signal-mask calls on stack-allocated sets.
         unsafe {
-            libc::sigaction(libc::SIGINT, &self.previous, ptr::null_mut());
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut previous);
+            SigintBlocked { previous }
         }
-        SIGINT_SEEN.load(Ordering::SeqCst)
     }
+}
+
+impl Drop for SigintBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask block() found; a SIGINT that came meanwhile is delivered now.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.previous, ptr::null_mut()) };
+    }
+}
+
+/// Puts the watcher in front of the current SIGINT handler; returns that handler.
+fn install_sigint_watcher() -> libc::sigaction {
+    // SAFETY: plain sigaction calls; the watcher forwards to whatever was installed.
+    unsafe {
+        let mut previous: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGINT, ptr::null(), &mut previous);
+        PREVIOUS_SIGINT.store(previous.sa_sigaction, Ordering::SeqCst);
+        let mut watcher: libc::sigaction = previous;
+        watcher.sa_sigaction = if previous.sa_flags & libc::SA_SIGINFO != 0 {
+            watch_sigint_siginfo as *const () as usize
+        } else {
+            watch_sigint as *const () as usize
+        };
+        libc::sigaction(libc::SIGINT, &watcher, ptr::null_mut());
+        previous
+    }
+}
+
+fn restore_sigint(previous: &libc::sigaction) {
+    // SAFETY: restores exactly what install_sigint_watcher() found.
+    unsafe { libc::sigaction(libc::SIGINT, previous, ptr::null_mut()) };
 }
 
 extern "C" fn watch_sigint(signo: libc::c_int) {

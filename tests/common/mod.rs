@@ -67,3 +67,33 @@ pub fn wait_until_waiting(observer: &mut Client, pid: i32) {
 pub fn sqlstate(error: &postgres::Error) -> Option<&SqlState> {
     error.code()
 }
+
+/// A new connection to the test instance as another role (the instance trusts local logins).
+pub fn session_as(role: &str) -> Client {
+    let mut first = session();
+    let port: String = first.query_one("SHOW port", &[]).unwrap().get(0);
+    postgres::Config::new()
+        .host("localhost")
+        .port(port.parse().unwrap())
+        .user(role)
+        .dbname(pgrx_tests::get_pg_dbname())
+        .connect(postgres::NoTls)
+        .unwrap_or_else(|error| panic!("connects as {role}: {error}"))
+}
+
+/// The server's major version times 10000 (server_version_num).
+pub fn server_version_num(client: &mut Client) -> i32 {
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .unwrap()
+        .get(0);
+    version.parse().unwrap()
+}
+
+/// The SQLSTATE and primary message of a failed statement.
+pub fn code_and_message(error: &postgres::Error) -> (String, String) {
+    let db = error
+        .as_db_error()
+        .unwrap_or_else(|| panic!("a server error, not {error:?}"));
+    (db.code().code().to_owned(), db.message().to_owned())
+}

@@ -1,0 +1,279 @@
+//! Timed waits against everything else that can interrupt a backend: pglock's own deadline must
+//! never swallow, delay or relabel anybody else's interrupt. Each race runs many times with tiny
+//! timeouts; bounds on time are generous (seconds where the failure is minutes or never).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{code_and_message, pid, server_version_num, session, try_lock};
+
+/// A statement that keeps timing out on `name` (held elsewhere) for `seconds`, then returns
+/// normally: if it ever returns, whatever should have stopped it was lost.
+fn timing_out_for(name: &str, seconds: u32) -> String {
+    format!(
+        "DO $$ BEGIN
+           WHILE clock_timestamp() < statement_timestamp() + interval '{seconds} s' LOOP
+             PERFORM pglock.lock('{name}', '1 microsecond');
+           END LOOP;
+         END $$"
+    )
+}
+
+#[test]
+fn drop_database_is_not_held_up_by_a_session_whose_waits_keep_timing_out() {
+    let mut holder = session();
+    assert!(try_lock(&mut holder, "busy-barrier"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let looper = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut looper = session();
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(90) {
+                let row = looper
+                    .query_one(
+                        "SELECT count(*) FILTER (WHERE pglock.lock('busy-barrier', '1 ms'))
+                         FROM generate_series(1, 50)",
+                        &[],
+                    )
+                    .unwrap();
+                assert_eq!(row.get::<_, i64>(0), 0, "the lock is held elsewhere");
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let mut admin = session();
+    for round in 0..15 {
+        let name = format!("pglock_barrier_{round}");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let start = Instant::now();
+        admin
+            .batch_execute(&format!("DROP DATABASE {name}"))
+            .unwrap();
+        let took = start.elapsed();
+        // DROP DATABASE waits until every backend absorbed its ProcSignalBarrier.
+        assert!(
+            took < Duration::from_secs(5),
+            "round {round}: DROP DATABASE took {took:?} while a session's waits timed out"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    looper.join().unwrap();
+}
+
+#[test]
+fn statement_timeout_is_never_lost_or_relabelled_by_a_timed_wait() {
+    let mut holder = session();
+    assert!(try_lock(&mut holder, "busy-statement-timeout"));
+    let mut waiter = session();
+    waiter
+        .batch_execute("SET statement_timeout = '200ms'")
+        .unwrap();
+    for round in 0..20 {
+        let result = waiter.query_one(
+            "SELECT count(*) FROM generate_series(1, 200000) g
+             WHERE pglock.lock('busy-statement-timeout', '1 microsecond')",
+            &[],
+        );
+        let error = result.expect_err("statement_timeout must end the statement");
+        assert_eq!(
+            code_and_message(&error),
+            (
+                "57014".to_owned(),
+                "canceling statement due to statement timeout".to_owned()
+            ),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn every_cancel_of_a_timing_out_session_surfaces_as_57014() {
+    let mut holder = session();
+    assert!(try_lock(&mut holder, "busy-cancel"));
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            thread::spawn(move || {
+                let mut waiter = session();
+                let waiter_pid = pid(&mut waiter);
+                let mut canceller = session();
+                for round in 0..6 {
+                    let token = waiter.cancel_token();
+                    let cancel = thread::spawn(move || {
+                        let start = Instant::now();
+                        loop {
+                            let active: bool = canceller
+                                .query_one(
+                                    "SELECT EXISTS (SELECT FROM pg_stat_activity
+                                     WHERE pid = $1 AND state = 'active' AND query LIKE 'DO%')",
+                                    &[&waiter_pid],
+                                )
+                                .unwrap()
+                                .get(0);
+                            if active {
+                                break;
+                            }
+                            assert!(start.elapsed() < Duration::from_secs(30));
+                            thread::sleep(Duration::from_millis(2));
+                        }
+                        // Land the cancel at varying points of the wait loop.
+                        thread::sleep(Duration::from_micros(
+                            (worker * 7919 + round * 104_729) as u64 % 30_000,
+                        ));
+                        if round % 2 == 0 {
+                            canceller
+                                .query_one("SELECT pg_cancel_backend($1)", &[&waiter_pid])
+                                .unwrap();
+                        } else {
+                            token.cancel_query(postgres::NoTls).unwrap();
+                        }
+                        canceller
+                    });
+                    let result = waiter.batch_execute(&timing_out_for("busy-cancel", 20));
+                    canceller = cancel.join().unwrap();
+                    let error = result.expect_err("the cancel must end the statement");
+                    assert_eq!(
+                        code_and_message(&error),
+                        (
+                            "57014".to_owned(),
+                            "canceling statement due to user request".to_owned()
+                        ),
+                        "worker {worker}, round {round}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+}
+
+#[test]
+fn transaction_timeout_ends_a_session_whose_waits_keep_timing_out() {
+    let mut holder = session();
+    if server_version_num(&mut holder) < 170000 {
+        eprintln!("transaction_timeout exists from PostgreSQL 17 on");
+        return;
+    }
+    assert!(try_lock(&mut holder, "busy-transaction-timeout"));
+    for round in 0..8 {
+        let mut waiter = session();
+        waiter
+            .batch_execute("SET transaction_timeout = '300ms'; BEGIN")
+            .unwrap();
+        let start = Instant::now();
+        let result = waiter.batch_execute(&timing_out_for("busy-transaction-timeout", 20));
+        let took = start.elapsed();
+        let error = result.expect_err("transaction_timeout must end the session");
+        assert_eq!(
+            code_and_message(&error).0,
+            "25P04",
+            "round {round}: {error:?}"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "round {round}: the session ran {took:?} past its transaction_timeout"
+        );
+    }
+}
+
+/// The DETAIL of a failed statement, if any.
+fn detail_of(error: &postgres::Error) -> Option<String> {
+    error
+        .as_db_error()
+        .and_then(|db| db.detail().map(str::to_owned))
+}
+
+#[test]
+fn errors_reach_the_client_as_postgresql_raised_them_with_rust_backtrace_set() {
+    let mut holder = session();
+    // scripts/test.sh starts the test instance with RUST_BACKTRACE=1; without it this test
+    // would prove nothing.
+    let in_server_environment: bool = holder
+        .query_one(
+            // The postmaster's: a backend overwrites its own environment with its ps title.
+            "SELECT position('RUST_BACKTRACE=1'::bytea IN pg_read_binary_file(
+                 '/proc/' || split_part(pg_read_file('postmaster.pid'), E'\n', 1) || '/environ')) > 0",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        in_server_environment,
+        "run the tests through scripts/test.sh, which sets RUST_BACKTRACE=1 for the server"
+    );
+    assert!(try_lock(&mut holder, "verbatim"));
+    let mut waiter = session();
+    // lock_timeout during a wait without pglock's deadline: 55P03, no DETAIL.
+    waiter.batch_execute("SET lock_timeout = '100ms'").unwrap();
+    let error = waiter
+        .query_one("SELECT pglock.lock('verbatim')", &[])
+        .unwrap_err();
+    assert_eq!(
+        code_and_message(&error),
+        (
+            "55P03".to_owned(),
+            "canceling statement due to lock timeout".to_owned()
+        )
+    );
+    assert_eq!(detail_of(&error), None);
+    // statement_timeout during a wait with and without pglock's deadline: 57014, no DETAIL.
+    waiter
+        .batch_execute("RESET lock_timeout; SET statement_timeout = '100ms'")
+        .unwrap();
+    for sql in [
+        "SELECT pglock.lock('verbatim')",
+        "SELECT pglock.lock('verbatim', '1 minute')",
+    ] {
+        let error = waiter.query_one(sql, &[]).unwrap_err();
+        assert_eq!(code_and_message(&error).0, "57014", "{sql}");
+        assert_eq!(detail_of(&error), None, "{sql}");
+    }
+    waiter.batch_execute("RESET statement_timeout").unwrap();
+    // A deadlock, in both kinds of wait: PostgreSQL's own DETAIL, and nothing appended.
+    for timeout in ["NULL", "'1 minute'"] {
+        let error = deadlock_victims_error(timeout);
+        assert_eq!(code_and_message(&error).0, "40P01");
+        let detail = detail_of(&error).expect("a deadlock has PostgreSQL's DETAIL");
+        assert!(detail.starts_with("Process "), "{detail}");
+        assert!(
+            !detail.contains("pgrx") && !detail.contains("pglock::"),
+            "a Rust backtrace in PostgreSQL's DETAIL: {detail}"
+        );
+    }
+}
+
+/// Two sessions that wait for each other's lock with `timeout`; returns the victim's error.
+fn deadlock_victims_error(timeout: &str) -> postgres::Error {
+    let (x, y) = (
+        format!("verbatim-x-{timeout}"),
+        format!("verbatim-y-{timeout}"),
+    );
+    let (mut a, mut b, mut observer) = (session(), session(), session());
+    let a_pid = pid(&mut a);
+    assert!(try_lock(&mut a, &x));
+    assert!(try_lock(&mut b, &y));
+    let wait_for = |mut client: postgres::Client, name: String| {
+        let sql = format!("SELECT pglock.lock($1, {timeout})");
+        thread::spawn(move || {
+            let result = client.query_one(&sql, &[&name]).map(|_| ());
+            // The victim gives up what it holds, so that the other side is granted.
+            client.batch_execute("SELECT pglock.unlock_all()").unwrap();
+            result
+        })
+    };
+    let a_waits = wait_for(a, y);
+    common::wait_until_waiting(&mut observer, a_pid);
+    let b_waits = wait_for(b, x);
+    match (a_waits.join().unwrap(), b_waits.join().unwrap()) {
+        (Err(error), Ok(())) | (Ok(()), Err(error)) => error,
+        other => panic!("exactly one deadlock victim expected: {other:?}"),
+    }
+}
