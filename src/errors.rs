@@ -3,8 +3,6 @@
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
-use crate::name::MAX_NAME_BYTES;
-
 fn raise(report: ErrorReport) -> ! {
     report.report(PgLogLevel::ERROR);
     unreachable!("an ERROR report does not return")
@@ -37,7 +35,7 @@ pub fn empty_name() -> ! {
     )
 }
 
-pub fn name_too_long(len: usize) -> ! {
+pub fn name_too_long(len: usize, limit: usize) -> ! {
     raise(
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -45,7 +43,7 @@ pub fn name_too_long(len: usize) -> ! {
             function_name!(),
         )
         .set_detail(format!(
-            "The name is {len} bytes in UTF-8; the limit is {MAX_NAME_BYTES} bytes."
+            "The name is {len} bytes in UTF-8; the limit is {limit} bytes."
         )),
     )
 }
@@ -73,6 +71,20 @@ pub fn parallel_worker() -> ! {
     )
 }
 
+pub fn held_in_parallel_worker() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+            "cannot list named locks in a parallel worker",
+            function_name!(),
+        )
+        .set_detail(
+            "A parallel worker has a lock table of its own; the session's locks are the leader's.",
+        )
+        .set_hint("Do not mark functions that call pglock.held() PARALLEL SAFE."),
+    )
+}
+
 pub fn timed_wait_in_parallel_mode() -> ! {
     raise(
         ErrorReport::new(
@@ -85,7 +97,12 @@ pub fn timed_wait_in_parallel_mode() -> ! {
     )
 }
 
-pub fn too_many_locks(cap: usize) -> ! {
+pub fn too_many_locks(cap: usize, derived: bool) -> ! {
+    let how = if derived {
+        " The setting is -1, so the cap is derived: half of max_locks_per_transaction times the server's backend slots."
+    } else {
+        ""
+    };
     raise(
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
@@ -93,7 +110,7 @@ pub fn too_many_locks(cap: usize) -> ! {
             function_name!(),
         )
         .set_detail(format!(
-            "This session already holds {cap} distinct locks through pglock, the most pglock.max_locks_per_session allows."
+            "This session already holds {cap} distinct locks through pglock, the most pglock.max_locks_per_session allows.{how}"
         ))
         .set_hint("Release locks you no longer need, or raise pglock.max_locks_per_session (the shared lock table is shared by every session)."),
     )

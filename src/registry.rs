@@ -1,19 +1,25 @@
-//! The session's registry of locks taken through pglock: names, and when each scope's hold
-//! began. Depths are never stored: they are read from the lock manager every time, so the
-//! registry stays true however a lock went away (pg_advisory_unlock, DISCARD ALL, COMMIT,
-//! ROLLBACK TO SAVEPOINT, ...). No shared memory is touched.
+//! The session's registry of locks taken through pglock: their names (published for other
+//! sessions while held), and when each scope's hold began. Depths are never stored: they are
+//! read from the lock manager every time, so the registry stays true however a lock went away
+//! (pg_advisory_unlock, DISCARD ALL, COMMIT, ROLLBACK TO SAVEPOINT, ...). A hold that ended
+//! outside pglock is forgotten at the latest when its transaction ends, so a lock re-taken
+//! later through the built-ins never inherits the old row.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 
-use crate::lockmgr::{self, AdvisoryLock, Holds, Scope};
+use crate::backend;
+use crate::lockmgr::{self, AdvisoryLock, Holds, Mode, Scope};
+use crate::shared_names;
 
 #[derive(Default)]
 struct Entry {
-    /// The name it was taken by; None when only taken by key.
+    /// The name given by the pglock call that began the current hold, or by a later one that
+    /// joined it; None when taken by key only.
     name: Option<Box<str>>,
     /// When the current session-scope hold began.
     session_since: Option<pg_sys::TimestampTz>,
@@ -45,6 +51,8 @@ struct Registry {
     entries: HashMap<AdvisoryLock, Entry, BuildHasherDefault<LockHasher>>,
     /// Size at which stale entries are swept out (amortised: doubles with the live set).
     sweep_at: usize,
+    /// Whether the transaction callback that forgets ended holds is registered.
+    callbacks_registered: bool,
 }
 
 const FIRST_SWEEP: usize = 64;
@@ -83,6 +91,7 @@ thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry {
         entries: HashMap::default(),
         sweep_at: FIRST_SWEEP,
+        callbacks_registered: false,
     });
 }
 
@@ -95,23 +104,36 @@ pub struct HeldLock {
     pub since: pg_sys::TimestampTz,
 }
 
-/// Records that pglock just acquired `lock` in `scope`, leaving `holds` in place.
+/// Records that pglock just acquired `lock` in `scope`, leaving `holds` in place, and publishes
+/// its name for other sessions (or withdraws a stale one when a hold begins by key).
 pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, holds: Holds) {
-    REGISTRY.with_borrow_mut(|registry| {
+    let shown = REGISTRY.with_borrow_mut(|registry| {
+        if !registry.callbacks_registered {
+            register_transaction_callback();
+            registry.callbacks_registered = true;
+        }
         if registry.entries.len() >= registry.sweep_at {
             registry.sweep();
         }
         let entry = registry.entries.entry(lock).or_default();
-        if entry.name.is_none() {
+        // This call began the session's whole hold of the lock: its name (or none) is the name.
+        let began_hold = holds.session + holds.transaction == 1;
+        if began_hold || (entry.name.is_none() && name.is_some()) {
             entry.name = name.map(Box::from);
         }
         let since = entry.since_mut(scope);
         // A depth of one in this scope means this acquisition began the hold.
         if holds.in_scope(scope) == 1 || since.is_none() {
-            // SAFETY: reads the clock; no other effect.
-            *since = Some(unsafe { pg_sys::GetCurrentTimestamp() });
+            *since = Some(backend::now());
         }
+        let named = entry.name.is_some();
+        (named || (began_hold && !registry.named_in_other_mode(lock))).then_some(named)
     });
+    match (shown, name) {
+        (Some(true), Some(name)) => shared_names::publish(lock.key, name),
+        (Some(false), _) => shared_names::withdraw(lock.key),
+        _ => {}
+    }
 }
 
 /// Raises 53400 when taking `lock` would give this session more distinct locks than
@@ -129,31 +151,36 @@ pub fn ensure_room_for(lock: AdvisoryLock) {
         registry.entries.len() >= cap
     });
     if full {
-        crate::errors::too_many_locks(cap);
+        crate::errors::too_many_locks(cap, crate::settings::max_locks_per_session_is_derived());
     }
 }
 
 /// Records that pglock just released one hold of `lock`, leaving `holds`. The entry stays
-/// (so the next acquisition allocates nothing) until a sweep finds the lock no longer held.
+/// (so the next acquisition allocates nothing) until a sweep finds the lock no longer held;
+/// the name is withdrawn from other sessions' view once the key is held in no mode.
 pub fn released(lock: AdvisoryLock, holds: Holds) {
     REGISTRY.with_borrow_mut(|registry| {
         if let Some(entry) = registry.entries.get_mut(&lock) {
             entry.keep(holds);
         }
     });
+    if holds == Holds::default() {
+        shared_names::withdraw_if_unheld(lock.key);
+    }
 }
 
-/// Releases every session-scope advisory lock and returns how many rows of held() went.
+/// Releases every session-scope advisory lock of the session (pglock's and the built-ins')
+/// and returns how many session rows of held() went.
 pub fn release_all_session_locks() -> i32 {
     REGISTRY.with_borrow_mut(|registry| {
         let released = registry
             .entries
-            .keys()
-            .filter(|lock| lock.holds().session > 0)
+            .iter()
+            .filter(|(lock, entry)| entry.session_since.is_some() && lock.holds().session > 0)
             .count();
         lockmgr::release_all_session_locks();
         for lock in registry.entries.keys() {
-            crate::shared_names::withdraw_if_unheld(lock.key);
+            shared_names::withdraw_if_unheld(lock.key);
         }
         registry.sweep();
         released as i32
@@ -201,14 +228,96 @@ impl Registry {
         self.entries.retain(|lock, entry| entry.keep(lock.holds()));
         self.sweep_at = (2 * self.entries.len()).max(FIRST_SWEEP);
     }
+
+    /// Whether the same key is held in the other mode under a name.
+    fn named_in_other_mode(&self, lock: AdvisoryLock) -> bool {
+        let mode = match lock.mode {
+            Mode::Exclusive => Mode::Shared,
+            Mode::Shared => Mode::Exclusive,
+        };
+        let other = AdvisoryLock {
+            key: lock.key,
+            mode,
+        };
+        self.entries
+            .get(&other)
+            .is_some_and(|entry| entry.name.is_some() && other.is_held())
+    }
+
+    /// At the end of a transaction: every transaction hold is over, and a session hold that
+    /// was released during it (by pg_advisory_unlock, DISCARD ALL, ...) is forgotten now,
+    /// before anything outside pglock can take the lock again in a later transaction.
+    fn transaction_ended(&mut self) {
+        for (lock, entry) in self.entries.iter_mut() {
+            entry.transaction_since = None;
+            if entry.session_since.is_some() && lock.holds().session == 0 {
+                entry.session_since = None;
+            }
+        }
+    }
 }
 
-/// The names this session has taken locks by: (key, name), one per key.
-pub fn names() -> Vec<(i64, String)> {
+fn register_transaction_callback() {
+    // SAFETY: registers a callback for the rest of this backend's life; it only reads the
+    // backend-local lock table.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_transaction_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    if matches!(
+        event,
+        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE
+    ) {
+        // Never busy here (no pglock function runs while a transaction ends), but a callback
+        // must not panic over it.
+        REGISTRY.with(|registry| {
+            if let Ok(mut registry) = registry.try_borrow_mut() {
+                registry.transaction_ended();
+            }
+        });
+    }
+}
+
+/// Publishes the name of a lock this session is about to wait for, so that other sessions
+/// see who waits for what.
+pub fn waiting(lock: AdvisoryLock, name: Option<&str>) {
+    if let Some(name) = name {
+        shared_names::publish(lock.key, name);
+    }
+}
+
+/// Withdraws the name published by [`waiting`] after a wait that timed out.
+pub fn stopped_waiting(lock: AdvisoryLock) {
+    shared_names::withdraw_if_unheld(lock.key);
+}
+
+/// The names of advisory locks the current user may see: (pid, key, name). This session's
+/// own named holds always; other sessions' (when pglock is preloaded) by the rule of
+/// pg_stat_activity's query text.
+pub fn visible_names() -> Vec<(i32, i64, String)> {
+    let me = backend::pid();
+    let mut rows: Vec<(i32, i64, String)> = own_names()
+        .into_iter()
+        .map(|(key, name)| (me, key, name))
+        .collect();
+    rows.extend(shared_names::others());
+    rows
+}
+
+/// The names of the locks this session holds by name: (key, name), one per key.
+fn own_names() -> Vec<(i64, String)> {
     REGISTRY.with_borrow(|registry| {
         let mut names: Vec<(i64, String)> = registry
             .entries
             .iter()
+            .filter(|(lock, _)| lock.is_held())
             .filter_map(|(lock, entry)| Some((lock.key, entry.name.as_deref()?.to_owned())))
             .collect();
         names.sort();

@@ -41,6 +41,11 @@ pub fn max_locks_per_session() -> Option<usize> {
     }
 }
 
+/// Whether the cap in force is derived from the lock table (the setting is -1).
+pub fn max_locks_per_session_is_derived() -> bool {
+    MAX_LOCKS_PER_SESSION.get() == -1
+}
+
 /// Half the shared lock table's nominal size: max_locks_per_transaction x MaxBackends / 2.
 pub fn derived_max_locks_per_session() -> usize {
     // SAFETY: both are fixed at server start.

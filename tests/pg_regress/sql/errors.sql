@@ -73,7 +73,15 @@ CREATE FUNCTION lock_in_worker(name text) RETURNS boolean LANGUAGE plpgsql PARAL
 AS $$ BEGIN RETURN pglock.try_lock(name); END $$;
 SELECT count(*) FROM parallel_probe WHERE g = 1 AND lock_in_worker('worker');
 \echo :LAST_ERROR_SQLSTATE
+-- held() in a worker would read the worker's own lock table, not the session's: 25000 too.
+CREATE FUNCTION held_in_worker() RETURNS bigint LANGUAGE plpgsql PARALLEL SAFE
+AS $$ BEGIN RETURN (SELECT count(*) FROM pglock.held()); END $$;
+SELECT pglock.lock('leader');
+SELECT count(*) FROM parallel_probe WHERE g = 1 AND held_in_worker() >= 0;
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.unlock_all();
 SELECT count(*) FROM pglock.held();
 RESET ALL;
 DROP FUNCTION lock_in_worker(text);
+DROP FUNCTION held_in_worker();
 DROP TABLE parallel_probe;

@@ -72,3 +72,56 @@ SELECT count(*) FILTER (WHERE pglock.unlock('many:' || g)) FROM generate_series(
 SELECT count(*), min(depth), max(depth) FROM pglock.held();
 SELECT pglock.unlock_all();
 SELECT count(*) FROM pglock.held();
+
+-- A hold that ended and was taken again outside pglock is not pglock's: it carries no old row.
+-- Session scope: released and re-taken with the built-ins, in later statements.
+SELECT pglock.lock('retaken');
+SELECT count(*) AS rows_before FROM pglock.held();
+SELECT pg_advisory_unlock(pglock.key('retaken'));
+SELECT pg_advisory_lock(pglock.key('retaken'));
+SELECT count(*) AS pglock_rows_after_builtin_retake FROM pglock.held();
+SELECT pg_advisory_unlock(pglock.key('retaken'));
+-- Transaction scope: the transaction ended, a new one takes the key with the built-in.
+BEGIN;
+SELECT pglock.xact_lock('retaken');
+COMMIT;
+BEGIN;
+SELECT pg_advisory_xact_lock(pglock.key('retaken'));
+SELECT count(*) AS pglock_rows_in_next_transaction FROM pglock.held();
+COMMIT;
+
+-- held() lists the holds pglock took (with the depth the session really has in that mode and
+-- scope); a hold begun by a built-in in another scope or mode is not listed. unlock_all()
+-- releases every session-level advisory lock and counts the session rows of held() it ended.
+BEGIN;
+SELECT pglock.xact_lock('k3');
+SELECT pg_advisory_lock(pglock.key('k3'));
+SELECT name, scope, depth FROM pglock.held();
+COMMIT;
+SELECT count(*) AS pglock_rows FROM pglock.held();
+SELECT count(*) AS session_advisory_locks FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT pglock.unlock_all();
+SELECT pglock.lock('k5'), pg_advisory_lock_shared(pglock.key('k5'));
+SELECT name, mode, scope, depth FROM pglock.held();
+SELECT pglock.unlock_all();
+SELECT count(*) AS advisory_locks_left FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+
+-- An unlock inside a savepoint is not undone by ROLLBACK TO: releases are not transactional.
+SELECT pglock.lock('sp-unlock');
+BEGIN;
+SAVEPOINT sp;
+SELECT pglock.unlock('sp-unlock');
+ROLLBACK TO SAVEPOINT sp;
+COMMIT;
+SELECT count(*) AS held_after_rollback_to FROM pglock.held();
+
+-- The name a lock shows is the name of the pglock call that began its current hold: a key
+-- first locked by name, released, then locked by key, shows no name (the same rule in held()
+-- and pglock.locks).
+SELECT pglock.lock('named-then-keyed'), pglock.unlock('named-then-keyed');
+SELECT pglock.lock(pglock.key('named-then-keyed'));
+SELECT name IS NULL AS no_name_in_held FROM pglock.held();
+SELECT name IS NULL AS no_name_in_locks FROM pglock.locks WHERE pid = pg_backend_pid();
+SELECT pglock.unlock_all();
