@@ -7,6 +7,10 @@
 //! means missing names; locks never depend on this map. Readers (the pglock.locks view) show
 //! a name only for a key that pg_locks says is held or awaited by that backend, and only if
 //! the name still hashes to that key, so nothing stale or torn is ever shown.
+//!
+//! Names are user content, like query text: another session's names are shown only to roles
+//! that pg_stat_activity would show that session's query to (the same role, superusers,
+//! members of pg_read_all_stats). Every slot records the role its session connected as.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,6 +22,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::backend;
 use crate::compat;
 use crate::key::derive_key;
 use crate::lockmgr::{AdvisoryLock, Mode};
@@ -43,6 +48,8 @@ struct SlotHeader {
     /// The owner's pid, 0 while unused.
     pid: AtomicI32,
     database: AtomicU32,
+    /// The role the owner connected as.
+    role: AtomicU32,
 }
 
 #[repr(C)]
@@ -206,6 +213,22 @@ pub fn publish(key: i64, name: &str) {
     });
 }
 
+/// Withdraws this backend's name for `key`, held or not (a hold of it began by key).
+pub fn withdraw(key: i64) {
+    if !active() {
+        return;
+    }
+    LOCAL.with_borrow_mut(|local| {
+        let Some(index) = local.by_key.remove(&key) else {
+            return;
+        };
+        if let Some(slot) = my_slot() {
+            clear_entry(&slot.entries[index]);
+        }
+        local.free.push(index);
+    });
+}
+
 /// Withdraws this backend's name for `key` once it holds the key in no mode.
 pub fn withdraw_if_unheld(key: i64) {
     if !active() {
@@ -237,14 +260,15 @@ fn claim(slot: &Slot, local: &mut Local) {
     for entry in slot.entries {
         clear_entry(entry);
     }
-    // SAFETY: MyDatabaseId and MyProcPid are set at backend start.
-    unsafe {
-        slot.header
-            .database
-            .store(pg_sys::MyDatabaseId.to_u32(), Ordering::Relaxed);
-        slot.header.pid.store(pg_sys::MyProcPid, Ordering::Release);
-        pg_sys::before_shmem_exit(Some(release_slot_at_exit), pg_sys::Datum::from(0usize));
-    }
+    slot.header
+        .database
+        .store(backend::database_id(), Ordering::Relaxed);
+    slot.header
+        .role
+        .store(backend::login_role().to_u32(), Ordering::Relaxed);
+    slot.header.pid.store(backend::pid(), Ordering::Release);
+    // SAFETY: registers a callback that empties this backend's slot when it exits.
+    unsafe { pg_sys::before_shmem_exit(Some(release_slot_at_exit), pg_sys::Datum::from(0usize)) };
     local.free = (0..slot.entries.len()).rev().collect();
     local.claimed = true;
 }
@@ -321,16 +345,21 @@ fn read_entry(entry: &Entry) -> Option<(i64, Vec<u8>)> {
     None
 }
 
-/// Every published name of every backend in this database: (pid, key, name). Names that do not
-/// hash to their key (which a torn read would produce) are left out.
-pub fn all() -> Vec<(i32, i64, String)> {
+/// Every published name of every other backend in this database that the current user may
+/// see: (pid, key, name). Names that do not hash to their key (which a torn read would
+/// produce) are left out.
+pub fn others() -> Vec<(i32, i64, String)> {
     let mut names = Vec::new();
-    // SAFETY: reads constants of this backend.
-    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    let database = backend::database_id();
+    let me = backend::pid();
     for index in 0.. {
         let Some(slot) = slot(index) else { break };
         let pid = slot.header.pid.load(Ordering::Acquire);
-        if pid == 0 || slot.header.database.load(Ordering::Relaxed) != database {
+        if pid == 0 || pid == me || slot.header.database.load(Ordering::Relaxed) != database {
+            continue;
+        }
+        let role = pg_sys::Oid::from(slot.header.role.load(Ordering::Relaxed));
+        if !backend::may_read_stats_of(role) {
             continue;
         }
         for entry in slot.entries {
