@@ -3,7 +3,8 @@
 # directory owned by postgres, listening on a Unix socket there only, removed on exit.
 # Source after scripts/setup.sh.
 
-# cluster_start PG_CONFIG [postgres -c settings...]: sets PGHOST, PGPORT, PGUSER, PGDATABASE.
+# cluster_start PG_CONFIG [postgres -c settings...]: sets PGHOST, PGPORT, PGUSER, PGDATABASE,
+# PGLOCK_CLUSTER_DIR (with server.log) and PGLOCK_CLUSTER_BINDIR.
 cluster_start() {
   PGLOCK_CLUSTER_BINDIR=$("$1" --bindir)
   shift
@@ -21,6 +22,7 @@ cluster_start() {
   sudo -u postgres env RUST_BACKTRACE=1 "$PGLOCK_CLUSTER_BINDIR/pg_ctl" \
     -D "$PGLOCK_CLUSTER_DIR/data" -l "$PGLOCK_CLUSTER_DIR/server.log" -w -o "$options" start >/dev/null
   export PGHOST=$PGLOCK_CLUSTER_DIR PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
+  export PGLOCK_CLUSTER_DIR PGLOCK_CLUSTER_BINDIR  # for the test scripts that read the log
 }
 
 cluster_stop() {
