@@ -118,7 +118,8 @@ pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, holds: Hol
         let entry = registry.entries.entry(lock).or_default();
         // This call began the session's whole hold of the lock: its name (or none) is the name.
         let began_hold = holds.session + holds.transaction == 1;
-        if began_hold || (entry.name.is_none() && name.is_some()) {
+        // (Compared first, so that taking the same name again allocates nothing.)
+        if (began_hold || entry.name.is_none()) && entry.name.as_deref() != name {
             entry.name = name.map(Box::from);
         }
         let since = entry.since_mut(scope);
