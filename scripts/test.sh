@@ -43,6 +43,11 @@ standby_test() {
   sudo -u postgres timeout 300 "$bindir/pg_basebackup" -D "$standby/data" -R -X stream \
     --no-sync --checkpoint=fast \
     -h "$PGHOST" -p "$PGPORT" -U postgres
+  # pg_basebackup -R writes every option its own libpq knows; the standby's walreceiver may load
+  # an older system libpq (the PyPI builds do), which rejects the newer ones (sslcertmode).
+  # Only these are needed; a later line of the file wins.
+  echo "primary_conninfo = 'host=$PGHOST port=$PGPORT user=postgres'" |
+    sudo -u postgres tee -a "$standby/data/postgresql.auto.conf" >/dev/null
   sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -l "$standby/server.log" -w \
     -o "-c listen_addresses='' -k $standby -p 5433 -c hot_standby=on -c max_standby_streaming_delay=200ms" \
     start >/dev/null
