@@ -13,16 +13,16 @@ use crate::settings;
 use crate::wait::{self, Outcome, Wait};
 
 /// The lock a name or key refers to, in a mode.
-struct Target<'a> {
+struct LockRequest<'a> {
     lock: AdvisoryLock,
     name: Option<std::borrow::Cow<'a, str>>,
 }
 
-impl<'a> Target<'a> {
+impl<'a> LockRequest<'a> {
     fn named(name: Option<LockName<'a>>, mode: Mode) -> Self {
         let name = LockName::checked(name);
         let key = key_cache::key_of(&name);
-        Target {
+        LockRequest {
             lock: AdvisoryLock { key, mode },
             name: Some(name),
         }
@@ -30,7 +30,7 @@ impl<'a> Target<'a> {
 
     fn keyed(key: Option<i64>, mode: Mode) -> Self {
         let Some(key) = key else { errors::null_key() };
-        Target {
+        LockRequest {
             lock: AdvisoryLock { key, mode },
             name: None,
         }
@@ -44,8 +44,8 @@ impl<'a> Target<'a> {
             // Refused up front, so the outcome does not depend on other sessions.
             errors::timed_wait_in_parallel_mode();
         }
-        let holds = match self.lock.try_acquire(scope) {
-            Some(holds) => holds,
+        let (holds, local) = match self.lock.try_acquire(scope) {
+            Some((holds, local)) => (holds, Some(local)),
             None if matches!(wait, Wait::No) => return false,
             None => {
                 // Waiters show their lock's name to other sessions too.
@@ -58,7 +58,7 @@ impl<'a> Target<'a> {
                     Wait::No => unreachable!("handled above"),
                 };
                 match outcome {
-                    Outcome::Granted(holds) => holds,
+                    Outcome::Granted(holds) => (holds, None),
                     Outcome::TimedOut => {
                         registry::stopped_waiting(self.lock);
                         return false;
@@ -66,19 +66,13 @@ impl<'a> Target<'a> {
                 }
             }
         };
-        registry::acquired(self.lock, scope, self.name.as_deref(), holds);
+        registry::acquired(self.lock, scope, self.name.as_deref(), holds, local);
         true
     }
 
     fn release(self) -> bool {
         refuse_parallel_worker();
-        match self.lock.release(Scope::Session) {
-            Some(holds_left) => {
-                registry::released(self.lock, holds_left);
-                true
-            }
-            None => false,
-        }
+        registry::release_session_hold(self.lock).is_some()
     }
 }
 
@@ -93,7 +87,7 @@ fn refuse_parallel_worker() {
 /// On a hot standby advisory locks coordinate with nobody on the primary: almost always a
 /// misrouted connection, so refused unless pglock.allow_on_standby says otherwise.
 fn refuse_on_standby() {
-    if backend::recovery_in_progress() && !settings::ALLOW_ON_STANDBY.get() {
+    if backend::recovery_in_progress() && !settings::allow_on_standby() {
         errors::on_standby();
     }
 }
@@ -108,84 +102,84 @@ fn key(name: Option<LockName>) -> i64 {
 
 #[pg_extern(volatile, parallel_restricted, name = "try_lock")]
 fn try_lock_name(name: Option<LockName>) -> bool {
-    Target::named(name, Mode::Exclusive).acquire(Scope::Session, Wait::No)
+    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Session, Wait::No)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "try_lock")]
 fn try_lock_key(key: Option<i64>) -> bool {
-    Target::keyed(key, Mode::Exclusive).acquire(Scope::Session, Wait::No)
+    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Session, Wait::No)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "lock")]
 fn lock_name(name: Option<LockName>, timeout: default!(Option<Interval>, "NULL")) -> bool {
     let wait = Wait::from_timeout(timeout);
-    Target::named(name, Mode::Exclusive).acquire(Scope::Session, wait)
+    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Session, wait)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "lock")]
 fn lock_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
     let wait = Wait::from_timeout(timeout);
-    Target::keyed(key, Mode::Exclusive).acquire(Scope::Session, wait)
+    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Session, wait)
 }
 
 // Session scope, shared.
 
 #[pg_extern(volatile, parallel_restricted, name = "try_lock_shared")]
 fn try_lock_shared_name(name: Option<LockName>) -> bool {
-    Target::named(name, Mode::Shared).acquire(Scope::Session, Wait::No)
+    LockRequest::named(name, Mode::Shared).acquire(Scope::Session, Wait::No)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "try_lock_shared")]
 fn try_lock_shared_key(key: Option<i64>) -> bool {
-    Target::keyed(key, Mode::Shared).acquire(Scope::Session, Wait::No)
+    LockRequest::keyed(key, Mode::Shared).acquire(Scope::Session, Wait::No)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "lock_shared")]
 fn lock_shared_name(name: Option<LockName>, timeout: default!(Option<Interval>, "NULL")) -> bool {
     let wait = Wait::from_timeout(timeout);
-    Target::named(name, Mode::Shared).acquire(Scope::Session, wait)
+    LockRequest::named(name, Mode::Shared).acquire(Scope::Session, wait)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "lock_shared")]
 fn lock_shared_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
     let wait = Wait::from_timeout(timeout);
-    Target::keyed(key, Mode::Shared).acquire(Scope::Session, wait)
+    LockRequest::keyed(key, Mode::Shared).acquire(Scope::Session, wait)
 }
 
 // Transaction scope, exclusive.
 
 #[pg_extern(volatile, parallel_restricted, name = "try_xact_lock")]
 fn try_xact_lock_name(name: Option<LockName>) -> bool {
-    Target::named(name, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
+    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "try_xact_lock")]
 fn try_xact_lock_key(key: Option<i64>) -> bool {
-    Target::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
+    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "xact_lock")]
 fn xact_lock_name(name: Option<LockName>, timeout: default!(Option<Interval>, "NULL")) -> bool {
     let wait = Wait::from_timeout(timeout);
-    Target::named(name, Mode::Exclusive).acquire(Scope::Transaction, wait)
+    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Transaction, wait)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "xact_lock")]
 fn xact_lock_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
     let wait = Wait::from_timeout(timeout);
-    Target::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, wait)
+    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, wait)
 }
 
 // Transaction scope, shared.
 
 #[pg_extern(volatile, parallel_restricted, name = "try_xact_lock_shared")]
 fn try_xact_lock_shared_name(name: Option<LockName>) -> bool {
-    Target::named(name, Mode::Shared).acquire(Scope::Transaction, Wait::No)
+    LockRequest::named(name, Mode::Shared).acquire(Scope::Transaction, Wait::No)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "try_xact_lock_shared")]
 fn try_xact_lock_shared_key(key: Option<i64>) -> bool {
-    Target::keyed(key, Mode::Shared).acquire(Scope::Transaction, Wait::No)
+    LockRequest::keyed(key, Mode::Shared).acquire(Scope::Transaction, Wait::No)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "xact_lock_shared")]
@@ -194,35 +188,35 @@ fn xact_lock_shared_name(
     timeout: default!(Option<Interval>, "NULL"),
 ) -> bool {
     let wait = Wait::from_timeout(timeout);
-    Target::named(name, Mode::Shared).acquire(Scope::Transaction, wait)
+    LockRequest::named(name, Mode::Shared).acquire(Scope::Transaction, wait)
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "xact_lock_shared")]
 fn xact_lock_shared_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
     let wait = Wait::from_timeout(timeout);
-    Target::keyed(key, Mode::Shared).acquire(Scope::Transaction, wait)
+    LockRequest::keyed(key, Mode::Shared).acquire(Scope::Transaction, wait)
 }
 
 // Release.
 
 #[pg_extern(volatile, parallel_restricted, name = "unlock")]
 fn unlock_name(name: Option<LockName>) -> bool {
-    Target::named(name, Mode::Exclusive).release()
+    LockRequest::named(name, Mode::Exclusive).release()
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "unlock")]
 fn unlock_key(key: Option<i64>) -> bool {
-    Target::keyed(key, Mode::Exclusive).release()
+    LockRequest::keyed(key, Mode::Exclusive).release()
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "unlock_shared")]
 fn unlock_shared_name(name: Option<LockName>) -> bool {
-    Target::named(name, Mode::Shared).release()
+    LockRequest::named(name, Mode::Shared).release()
 }
 
 #[pg_extern(volatile, parallel_restricted, name = "unlock_shared")]
 fn unlock_shared_key(key: Option<i64>) -> bool {
-    Target::keyed(key, Mode::Shared).release()
+    LockRequest::keyed(key, Mode::Shared).release()
 }
 
 #[pg_extern(volatile, parallel_restricted)]

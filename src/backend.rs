@@ -1,7 +1,10 @@
 //! Safe reads of the backend's own globals: who and where this session is, the clock, the
 //! transaction and parallel state. Every other module asks here instead of touching pg_sys.
 
+use std::cell::Cell;
+
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 
 /// This backend's process id.
 pub fn pid() -> i32 {
@@ -60,5 +63,43 @@ pub fn may_read_stats_of(role: pg_sys::Oid) -> bool {
         let me = pg_sys::GetUserId();
         pg_sys::has_privs_of_role(me, role)
             || pg_sys::has_privs_of_role(me, pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS))
+    }
+}
+
+/// max_locks_per_transaction and the number of backend slots (MaxBackends): the shared lock
+/// table holds their product, in locks.
+pub fn lock_table_dimensions() -> (usize, usize) {
+    // SAFETY: both are fixed before any backend runs.
+    let (per_transaction, backends) = unsafe { (pg_sys::max_locks_per_xact, pg_sys::MaxBackends) };
+    (per_transaction.max(1) as usize, backends.max(1) as usize)
+}
+
+thread_local! {
+    static AT_TRANSACTION_END: Cell<Option<fn()>> = const { Cell::new(None) };
+}
+
+/// Calls `callback` at the end of every later transaction of this backend (commit, abort or
+/// prepare), once PostgreSQL has decided it but before it releases the transaction's locks.
+/// One callback per backend: a later call replaces it.
+pub fn at_every_transaction_end(callback: fn()) {
+    if AT_TRANSACTION_END.replace(Some(callback)).is_none() {
+        // SAFETY: registers a callback for the rest of this backend's life.
+        unsafe { pg_sys::RegisterXactCallback(Some(transaction_event), std::ptr::null_mut()) };
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn transaction_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    if matches!(
+        event,
+        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE
+    ) {
+        if let Some(callback) = AT_TRANSACTION_END.get() {
+            callback();
+        }
     }
 }

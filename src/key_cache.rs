@@ -2,7 +2,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
+use crate::fast_hash::FastHasher;
 use crate::key::derive_key;
 
 /// Names remembered at most; the memo starts over when full. Services lock the same few
@@ -10,7 +12,8 @@ use crate::key::derive_key;
 const CAPACITY: usize = 1024;
 
 thread_local! {
-    static KEYS: RefCell<HashMap<Box<str>, i64>> = RefCell::new(HashMap::new());
+    static KEYS: RefCell<HashMap<Box<str>, i64, BuildHasherDefault<FastHasher>>> =
+        RefCell::new(HashMap::default());
 }
 
 /// The key of a (checked, UTF-8) name.

@@ -4,6 +4,7 @@ mod api;
 mod backend;
 mod compat;
 mod errors;
+mod fast_hash;
 mod key;
 mod key_cache;
 mod lockmgr;
@@ -31,6 +32,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::init();
     // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        settings::init_preloaded();
         shared_names::init_preloaded();
     }
     // SAFETY: reserves the prefix, warning about and removing any placeholder pglock.* setting.

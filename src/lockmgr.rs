@@ -61,6 +61,18 @@ pub struct AdvisoryLock {
     pub mode: Mode,
 }
 
+/// This backend's LOCALLOCK entry for one lock, as the last acquisition handed it back: a way
+/// to read the lock's per-scope counts without asking the lock manager again.
+///
+/// The backend-local lock table (a dynahash created once per backend, destroyed only when the
+/// postmaster re-initialises shared memory) never frees an entry's memory: a released entry
+/// goes on the table's free list with `numLockOwners` set to 0 and may later hold another
+/// lock. So the remembered address always points at a LOCALLOCK, and it is this lock's live
+/// entry exactly when its tag is this lock's and it has an owner ([`AdvisoryLock::holds_via`]
+/// checks both); otherwise the caller asks the lock manager.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalEntry(*const pg_sys::LOCALLOCK);
+
 /// How many times this backend holds a lock, per scope.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Holds {
@@ -93,7 +105,7 @@ impl AdvisoryLock {
     /// Takes the lock if it is free (or already ours), never waiting. Returns how many times
     /// this backend now holds it, or `None` when another session's hold or an earlier
     /// conflicting waiter is in the way (a try does not jump the queue).
-    pub fn try_acquire(self, scope: Scope) -> Option<Holds> {
+    pub fn try_acquire(self, scope: Scope) -> Option<(Holds, LocalEntry)> {
         let tag = self.tag();
         let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
         // With dontWait the call returns instead of sleeping.
@@ -103,7 +115,7 @@ impl AdvisoryLock {
             return None;
         }
         // SAFETY: on success LockAcquireExtended hands back the live LOCALLOCK entry.
-        Some(unsafe { holds_of(locallock) })
+        Some((unsafe { holds_of(locallock) }, LocalEntry(locallock)))
     }
 
     /// Takes the lock, sleeping in the lock manager's queue while it conflicts. The sleep ends
@@ -131,6 +143,25 @@ impl AdvisoryLock {
     /// one session hold again is a purely local decrement; so this reads the entry without
     /// changing anything a caller could observe.
     pub fn holds(self) -> Holds {
+        self.holds_via(None)
+    }
+
+    /// [`holds`](Self::holds), read straight from `remembered` when that is still this lock's
+    /// live entry (no lock-manager call at all), else asked of the lock manager.
+    pub fn holds_via(self, remembered: Option<LocalEntry>) -> Holds {
+        if let Some(entry) = remembered {
+            // SAFETY: see LocalEntry: the address is a LOCALLOCK of this backend's table, and
+            // its owners are read only once it proved to be this lock's live entry.
+            unsafe {
+                let local = &*entry.0;
+                if local.numLockOwners > 0
+                    && local.tag.mode == self.mode.lockmode()
+                    && same_tag(&local.tag.lock, &self.tag())
+                {
+                    return holds_of(entry.0);
+                }
+            }
+        }
         if !self.is_held() {
             return Holds::default();
         }
@@ -149,7 +180,13 @@ impl AdvisoryLock {
     /// Releases one hold in `scope` and returns the holds left, or `None` (without
     /// PostgreSQL's WARNING) when this backend holds none there.
     pub fn release(self, scope: Scope) -> Option<Holds> {
-        let mut holds = self.holds();
+        self.release_via(scope, None)
+    }
+
+    /// [`release`](Self::release), reading the counts through `remembered` when it is still
+    /// this lock's live entry: then the release is one lock-manager call, as for the built-in.
+    pub fn release_via(self, scope: Scope, remembered: Option<LocalEntry>) -> Option<Holds> {
+        let mut holds = self.holds_via(remembered);
         if holds.in_scope(scope) == 0 {
             return None;
         }
@@ -190,6 +227,24 @@ fn acquire_reporting_full_table(
             std::panic::resume_unwind(payload)
         }
     }
+}
+
+fn same_tag(a: &pg_sys::LOCKTAG, b: &pg_sys::LOCKTAG) -> bool {
+    (
+        a.locktag_field1,
+        a.locktag_field2,
+        a.locktag_field3,
+        a.locktag_field4,
+        a.locktag_type,
+        a.locktag_lockmethodid,
+    ) == (
+        b.locktag_field1,
+        b.locktag_field2,
+        b.locktag_field3,
+        b.locktag_field4,
+        b.locktag_type,
+        b.locktag_lockmethodid,
+    )
 }
 
 /// Releases every session-scope advisory lock of this backend, as pg_advisory_unlock_all().

@@ -7,13 +7,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
 use crate::backend;
-use crate::lockmgr::{self, AdvisoryLock, Holds, Mode, Scope};
+use crate::fast_hash::FastHasher;
+use crate::lockmgr::{self, AdvisoryLock, Holds, LocalEntry, Mode, Scope};
 use crate::shared_names;
 
 #[derive(Default)]
@@ -25,6 +25,9 @@ struct Entry {
     session_since: Option<pg_sys::TimestampTz>,
     /// When the current transaction-scope hold began.
     transaction_since: Option<pg_sys::TimestampTz>,
+    /// The lock's LOCALLOCK entry as the last try handed it back, to read counts without the
+    /// lock manager (checked before every use: see LocalEntry).
+    local: Option<LocalEntry>,
 }
 
 impl Entry {
@@ -36,7 +39,7 @@ impl Entry {
     }
 
     /// Forgets the start time of any scope no longer held; says whether anything is left.
-    fn keep(&mut self, holds: Holds) -> bool {
+    fn forget_ended(&mut self, holds: Holds) -> bool {
         if holds.session == 0 {
             self.session_since = None;
         }
@@ -48,44 +51,17 @@ impl Entry {
 }
 
 struct Registry {
-    entries: HashMap<AdvisoryLock, Entry, BuildHasherDefault<LockHasher>>,
+    entries: HashMap<AdvisoryLock, Entry, BuildHasherDefault<FastHasher>>,
     /// Size at which stale entries are swept out (amortised: doubles with the live set).
     sweep_at: usize,
     /// Whether the transaction callback that forgets ended holds is registered.
     callbacks_registered: bool,
 }
 
-const FIRST_SWEEP: usize = 64;
-
-/// Keys of named locks are uniformly distributed already; one multiply spreads small integer
-/// keys too. (The std hasher, SipHash, is built to resist hostile keys, which a session's own
-/// locks are not, and costs measurably more on the lock fast path.)
-#[derive(Default)]
-struct LockHasher(u64);
-
-impl Hasher for LockHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn write_i64(&mut self, value: i64) {
-        self.write_u64(value as u64);
-    }
-
-    fn write_isize(&mut self, value: isize) {
-        self.write_u64(value as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// Entries kept before the first sweep: entries stay after unlock so that locking the same
+/// name again allocates nothing, and a session cycling through up to this many names never
+/// sweeps (the name memo remembers as many).
+const FIRST_SWEEP: usize = 1024;
 
 thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry {
@@ -105,17 +81,27 @@ pub struct HeldLock {
 }
 
 /// Records that pglock just acquired `lock` in `scope`, leaving `holds` in place, and publishes
-/// its name for other sessions (or withdraws a stale one when a hold begins by key).
-pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, holds: Holds) {
+/// its name for other sessions (or withdraws a stale one when a hold begins by key). `local` is
+/// the lock's LOCALLOCK entry when the acquisition handed it back.
+pub fn acquired(
+    lock: AdvisoryLock,
+    scope: Scope,
+    name: Option<&str>,
+    holds: Holds,
+    local: Option<LocalEntry>,
+) {
     let shown = REGISTRY.with_borrow_mut(|registry| {
         if !registry.callbacks_registered {
-            register_transaction_callback();
+            backend::at_every_transaction_end(transaction_ended);
             registry.callbacks_registered = true;
         }
         if registry.entries.len() >= registry.sweep_at {
             registry.sweep();
         }
         let entry = registry.entries.entry(lock).or_default();
+        if local.is_some() {
+            entry.local = local;
+        }
         // This call began the session's whole hold of the lock: its name (or none) is the name.
         let began_hold = holds.session + holds.transaction == 1;
         // (Compared first, so that taking the same name again allocates nothing.)
@@ -156,18 +142,23 @@ pub fn ensure_room_for(lock: AdvisoryLock) {
     }
 }
 
-/// Records that pglock just released one hold of `lock`, leaving `holds`. The entry stays
-/// (so the next acquisition allocates nothing) until a sweep finds the lock no longer held;
-/// the name is withdrawn from other sessions' view once the key is held in no mode.
-pub fn released(lock: AdvisoryLock, holds: Holds) {
-    REGISTRY.with_borrow_mut(|registry| {
-        if let Some(entry) = registry.entries.get_mut(&lock) {
-            entry.keep(holds);
+/// Releases one session hold of `lock`, if this session has one, and returns the holds left.
+/// The entry stays (so the next acquisition allocates nothing) until a sweep finds the lock no
+/// longer held; the name is withdrawn from other sessions' view once the key is held in no mode.
+pub fn release_session_hold(lock: AdvisoryLock) -> Option<Holds> {
+    let holds = REGISTRY.with_borrow_mut(|registry| {
+        let entry = registry.entries.get_mut(&lock);
+        let remembered = entry.as_ref().and_then(|entry| entry.local);
+        let holds = lock.release_via(Scope::Session, remembered)?;
+        if let Some(entry) = entry {
+            entry.forget_ended(holds);
         }
-    });
+        Some(holds)
+    })?;
     if holds == Holds::default() {
         shared_names::withdraw_if_unheld(lock.key);
     }
+    Some(holds)
 }
 
 /// Releases every session-scope advisory lock of the session (pglock's and the built-ins')
@@ -177,7 +168,9 @@ pub fn release_all_session_locks() -> i32 {
         let released = registry
             .entries
             .iter()
-            .filter(|(lock, entry)| entry.session_since.is_some() && lock.holds().session > 0)
+            .filter(|(lock, entry)| {
+                entry.session_since.is_some() && lock.holds_via(entry.local).session > 0
+            })
             .count();
         lockmgr::release_all_session_locks();
         for lock in registry.entries.keys() {
@@ -193,8 +186,8 @@ pub fn held() -> Vec<HeldLock> {
     REGISTRY.with_borrow_mut(|registry| {
         let mut rows = Vec::new();
         registry.entries.retain(|lock, entry| {
-            let holds = lock.holds();
-            if !entry.keep(holds) {
+            let holds = lock.holds_via(entry.local);
+            if !entry.forget_ended(holds) {
                 return false;
             }
             for scope in [Scope::Session, Scope::Transaction] {
@@ -226,7 +219,8 @@ pub fn held() -> Vec<HeldLock> {
 impl Registry {
     /// Drops entries for locks no longer held; keeps the sweep amortised.
     fn sweep(&mut self) {
-        self.entries.retain(|lock, entry| entry.keep(lock.holds()));
+        self.entries
+            .retain(|lock, entry| entry.forget_ended(lock.holds_via(entry.local)));
         self.sweep_at = (2 * self.entries.len()).max(FIRST_SWEEP);
     }
 
@@ -251,39 +245,22 @@ impl Registry {
     fn transaction_ended(&mut self) {
         for (lock, entry) in self.entries.iter_mut() {
             entry.transaction_since = None;
-            if entry.session_since.is_some() && lock.holds().session == 0 {
+            if entry.session_since.is_some() && lock.holds_via(entry.local).session == 0 {
                 entry.session_since = None;
             }
         }
     }
 }
 
-fn register_transaction_callback() {
-    // SAFETY: registers a callback for the rest of this backend's life; it only reads the
-    // backend-local lock table.
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut());
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn on_transaction_event(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
-    use pg_sys::XactEvent::*;
-    if matches!(
-        event,
-        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE
-    ) {
-        // Never busy here (no pglock function runs while a transaction ends), but a callback
-        // must not panic over it.
-        REGISTRY.with(|registry| {
-            if let Ok(mut registry) = registry.try_borrow_mut() {
-                registry.transaction_ended();
-            }
-        });
-    }
+/// At the end of every transaction (see backend::at_every_transaction_end).
+fn transaction_ended() {
+    // Never busy here (no pglock function runs while a transaction ends), but a callback must
+    // not panic over it.
+    REGISTRY.with(|registry| {
+        if let Ok(mut registry) = registry.try_borrow_mut() {
+            registry.transaction_ended();
+        }
+    });
 }
 
 /// Publishes the name of a lock this session is about to wait for, so that other sessions
@@ -325,4 +302,29 @@ fn own_names() -> Vec<(i64, String)> {
         names.dedup_by_key(|(key, _)| *key);
         names
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Entry;
+    use crate::lockmgr::Holds;
+
+    #[test]
+    fn an_ended_scope_forgets_its_start_and_an_unheld_entry_is_dropped() {
+        let mut entry = Entry {
+            session_since: Some(1),
+            transaction_since: Some(2),
+            ..Entry::default()
+        };
+        assert!(entry.forget_ended(Holds {
+            session: 2,
+            transaction: 0
+        }));
+        assert_eq!(
+            (entry.session_since, entry.transaction_since),
+            (Some(1), None)
+        );
+        assert!(!entry.forget_ended(Holds::default()));
+        assert_eq!((entry.session_since, entry.transaction_since), (None, None));
+    }
 }
