@@ -1,14 +1,19 @@
-//! pglock's settings (GUCs), all under the reserved `pglock.` prefix.
+//! pglock's settings (GUCs), all under the reserved `pglock.` prefix: one private static each,
+//! read through the accessor functions below, which also derive what depends on them.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::pg_sys;
 
-/// How many distinct locks one session may hold through pglock; -1 derives it from the shared
-/// lock table's size, 0 means no limit.
-pub static MAX_LOCKS_PER_SESSION: GucSetting<i32> = GucSetting::<i32>::new(-1);
+use crate::backend;
 
-/// Whether pglock takes locks on a hot standby.
-pub static ALLOW_ON_STANDBY: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// pglock.max_locks_per_session: -1 derives it from the shared lock table's size, 0 means no
+/// limit.
+static MAX_LOCKS_PER_SESSION: GucSetting<i32> = GucSetting::<i32>::new(-1);
+
+/// pglock.allow_on_standby.
+static ALLOW_ON_STANDBY: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// pglock.names_per_backend (defined only when preloaded).
+static NAMES_PER_BACKEND: GucSetting<i32> = GucSetting::<i32>::new(16);
 
 /// Defines the settings that exist whether or not pglock is preloaded.
 pub fn init() {
@@ -32,6 +37,30 @@ pub fn init() {
     );
 }
 
+/// Defines the settings that exist only when pglock is in shared_preload_libraries.
+pub fn init_preloaded() {
+    GucRegistry::define_int_guc(
+        c"pglock.names_per_backend",
+        c"How many lock names each backend can publish for other sessions to see.",
+        c"Each entry takes about 1 kB of shared memory per backend. 0 turns the shared name map off. Needs pglock in shared_preload_libraries and a restart.",
+        &NAMES_PER_BACKEND,
+        0,
+        4096,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+}
+
+/// Whether pglock takes locks on a hot standby.
+pub fn allow_on_standby() -> bool {
+    ALLOW_ON_STANDBY.get()
+}
+
+/// How many names each backend's slot of the shared name map holds (0: no map).
+pub fn names_per_backend() -> usize {
+    NAMES_PER_BACKEND.get().max(0) as usize
+}
+
 /// The cap on distinct locks per session in force now, or None for no cap.
 pub fn max_locks_per_session() -> Option<usize> {
     match MAX_LOCKS_PER_SESSION.get() {
@@ -48,7 +77,6 @@ pub fn max_locks_per_session_is_derived() -> bool {
 
 /// Half the shared lock table's nominal size: max_locks_per_transaction x MaxBackends / 2.
 pub fn derived_max_locks_per_session() -> usize {
-    // SAFETY: both are fixed at server start.
-    let (per_transaction, backends) = unsafe { (pg_sys::max_locks_per_xact, pg_sys::MaxBackends) };
-    (per_transaction.max(1) as usize * backends.max(1) as usize / 2).max(1)
+    let (per_transaction, backends) = backend::lock_table_dimensions();
+    (per_transaction * backends / 2).max(1)
 }

@@ -16,9 +16,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::mem::size_of;
 use std::ptr;
-use std::sync::atomic::{fence, AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -29,8 +29,6 @@ use crate::lockmgr::{AdvisoryLock, Mode};
 use crate::name::MAX_NAME_BYTES;
 
 const NAME_WORDS: usize = MAX_NAME_BYTES / 8;
-
-pub static NAMES_PER_BACKEND: GucSetting<i32> = GucSetting::<i32>::new(16);
 
 /// One published name. `seq` is odd while the owner rewrites the entry (a seqlock).
 #[repr(C)]
@@ -58,39 +56,33 @@ struct Header {
     entries_per_slot: u32,
 }
 
-static mut SHARED: *mut Header = ptr::null_mut();
-static mut PREVIOUS_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
-static mut PREVIOUS_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
+/// The map in shared memory, set once by the shmem startup hook (in the postmaster, inherited
+/// by every backend); null when pglock is not preloaded.
+static SHARED: AtomicPtr<Header> = AtomicPtr::new(ptr::null_mut());
+/// The hooks that were installed before ours, called first from ours.
+static PREVIOUS_HOOKS: OnceLock<(
+    pg_sys::shmem_request_hook_type,
+    pg_sys::shmem_startup_hook_type,
+)> = OnceLock::new();
 
 /// This backend's side of its slot: which entry holds which key.
 #[derive(Default)]
-struct Local {
+struct OwnSlot {
     claimed: bool,
     by_key: HashMap<i64, usize>,
     free: Vec<usize>,
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+    static OWN_SLOT: RefCell<OwnSlot> = RefCell::new(OwnSlot::default());
 }
 
 /// Called from _PG_init while shared_preload_libraries is being processed.
 pub fn init_preloaded() {
-    GucRegistry::define_int_guc(
-        c"pglock.names_per_backend",
-        c"How many lock names each backend can publish for other sessions to see.",
-        c"Each entry takes about 1 kB of shared memory per backend. 0 turns the shared name map off. Needs pglock in shared_preload_libraries and a restart.",
-        &NAMES_PER_BACKEND,
-        0,
-        4096,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
     // SAFETY: _PG_init runs once in the postmaster, before any hook can be called.
     unsafe {
-        PREVIOUS_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        let _ = PREVIOUS_HOOKS.set((pg_sys::shmem_request_hook, pg_sys::shmem_startup_hook));
         pg_sys::shmem_request_hook = Some(request_shared_memory);
-        PREVIOUS_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
         pg_sys::shmem_startup_hook = Some(attach_shared_memory);
     }
 }
@@ -104,14 +96,14 @@ fn total_size(slots: usize, entries: usize) -> usize {
 }
 
 fn configured_entries() -> usize {
-    NAMES_PER_BACKEND.get().max(0) as usize
+    crate::settings::names_per_backend()
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn request_shared_memory() {
     // SAFETY: called by the postmaster at shmem request time, with MaxBackends final.
     unsafe {
-        if let Some(previous) = PREVIOUS_SHMEM_REQUEST {
+        if let Some(&(Some(previous), _)) = PREVIOUS_HOOKS.get() {
             previous();
         }
         let entries = configured_entries();
@@ -126,7 +118,7 @@ unsafe extern "C-unwind" fn attach_shared_memory() {
     // SAFETY: the documented pattern for add-in shared memory: ShmemInitStruct under
     // AddinShmemInitLock; zeroed by whoever creates it (also after a crash restart).
     unsafe {
-        if let Some(previous) = PREVIOUS_SHMEM_STARTUP {
+        if let Some(&(_, Some(previous))) = PREVIOUS_HOOKS.get() {
             previous();
         }
         let entries = configured_entries();
@@ -145,15 +137,14 @@ unsafe extern "C-unwind" fn attach_shared_memory() {
             (*header).slots = slots as u32;
             (*header).entries_per_slot = entries as u32;
         }
-        SHARED = header;
+        SHARED.store(header, Ordering::Release);
         pg_sys::LWLockRelease(lock);
     }
 }
 
 /// Whether the shared map exists in this server.
-pub fn active() -> bool {
-    // SAFETY: set once before any backend starts; read-only afterwards.
-    unsafe { !SHARED.is_null() }
+pub fn map_enabled() -> bool {
+    !SHARED.load(Ordering::Relaxed).is_null()
 }
 
 struct Slot {
@@ -165,12 +156,13 @@ fn slot(index: usize) -> Option<Slot> {
     // SAFETY: SHARED points at a zero-initialised region laid out by total_size(); slot
     // `index` lies within it when index < slots. All fields are atomics.
     unsafe {
-        let shared = SHARED.as_ref()?;
+        let start = SHARED.load(Ordering::Relaxed);
+        let shared = start.as_ref()?;
         if index >= shared.slots as usize {
             return None;
         }
         let entries = shared.entries_per_slot as usize;
-        let base = SHARED
+        let base = start
             .cast::<u8>()
             .add(size_of::<Header>().next_multiple_of(8))
             .add(index * slot_size(entries));
@@ -186,7 +178,7 @@ fn slot(index: usize) -> Option<Slot> {
 }
 
 fn my_slot() -> Option<Slot> {
-    if !active() {
+    if !map_enabled() {
         return None;
     }
     slot(compat::my_proc_number()?)
@@ -195,7 +187,7 @@ fn my_slot() -> Option<Slot> {
 /// Makes sure this backend's name for `key` is published, if there is room.
 pub fn publish(key: i64, name: &str) {
     let Some(slot) = my_slot() else { return };
-    LOCAL.with_borrow_mut(|local| {
+    OWN_SLOT.with_borrow_mut(|local| {
         if local.by_key.contains_key(&key) {
             return;
         }
@@ -215,10 +207,10 @@ pub fn publish(key: i64, name: &str) {
 
 /// Withdraws this backend's name for `key`, held or not (a hold of it began by key).
 pub fn withdraw(key: i64) {
-    if !active() {
+    if !map_enabled() {
         return;
     }
-    LOCAL.with_borrow_mut(|local| {
+    OWN_SLOT.with_borrow_mut(|local| {
         let Some(index) = local.by_key.remove(&key) else {
             return;
         };
@@ -231,10 +223,10 @@ pub fn withdraw(key: i64) {
 
 /// Withdraws this backend's name for `key` once it holds the key in no mode.
 pub fn withdraw_if_unheld(key: i64) {
-    if !active() {
+    if !map_enabled() {
         return;
     }
-    LOCAL.with_borrow_mut(|local| {
+    OWN_SLOT.with_borrow_mut(|local| {
         let Some(&index) = local.by_key.get(&key) else {
             return;
         };
@@ -256,7 +248,7 @@ fn held_in_any_mode(key: i64) -> bool {
 }
 
 /// Takes this backend's slot on first use and arranges for it to be emptied at exit.
-fn claim(slot: &Slot, local: &mut Local) {
+fn claim(slot: &Slot, local: &mut OwnSlot) {
     for entry in slot.entries {
         clear_entry(entry);
     }
@@ -275,7 +267,7 @@ fn claim(slot: &Slot, local: &mut Local) {
 
 /// Frees the entries of keys this backend no longer holds (released outside pglock, or by
 /// the end of a transaction).
-fn sweep(slot: &Slot, local: &mut Local) {
+fn sweep(slot: &Slot, local: &mut OwnSlot) {
     let stale: Vec<i64> = local
         .by_key
         .keys()
@@ -378,4 +370,54 @@ pub fn others() -> Vec<(i32, i64, String)> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{clear_entry, read_entry, write_entry, Entry};
+    use std::sync::atomic::Ordering;
+
+    fn free_entry() -> Box<Entry> {
+        // SAFETY: every field is an atomic integer, for which all-zero bytes are valid; a
+        // zeroed entry is a free one, as in freshly initialised shared memory.
+        Box::new(unsafe { std::mem::zeroed() })
+    }
+
+    #[test]
+    fn a_written_name_reads_back_whole() {
+        let entry = free_entry();
+        assert_eq!(read_entry(&entry), None);
+        let long = "n".repeat(1024);
+        for name in ["jobs:42", "exactly8", "café", long.as_str()] {
+            write_entry(&entry, 42, name.as_bytes());
+            assert_eq!(read_entry(&entry), Some((42, name.as_bytes().to_vec())));
+        }
+    }
+
+    #[test]
+    fn a_shorter_name_leaves_no_tail_of_the_longer_one() {
+        let entry = free_entry();
+        write_entry(&entry, 1, b"abcdefghijklmnop");
+        write_entry(&entry, 2, b"ab");
+        assert_eq!(read_entry(&entry), Some((2, b"ab".to_vec())));
+    }
+
+    #[test]
+    fn a_cleared_entry_reads_as_free() {
+        let entry = free_entry();
+        write_entry(&entry, 7, b"gone");
+        clear_entry(&entry);
+        assert_eq!(read_entry(&entry), None);
+    }
+
+    #[test]
+    fn an_entry_in_the_middle_of_a_rewrite_is_never_read() {
+        let entry = free_entry();
+        write_entry(&entry, 7, b"half");
+        // An odd sequence number: the owner is rewriting it (and stays so for this test).
+        entry.seq.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(read_entry(&entry), None);
+        entry.seq.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(read_entry(&entry), Some((7, b"half".to_vec())));
+    }
 }
