@@ -284,6 +284,130 @@ END $$;
 """
 
 
+# In-server: N lock + unlock pairs inside one statement, where no round trip hides pglock's
+# own cost (job queues that lock per row, batch jobs). Each is timed inside the server by
+# bench_ns_per_pair(); the variants are the issue's, in ns per pair.
+IN_SERVER = {
+    "pg_try_advisory_lock(g) / pg_advisory_unlock(g)":
+        "pg_try_advisory_lock(g) AND pg_advisory_unlock(g)",
+    "hashtext('job-'||g) with the built-ins":
+        "pg_try_advisory_lock(hashtext('job-' || g)) AND pg_advisory_unlock(hashtext('job-' || g))",
+    "pglock.try_lock(g::bigint)":
+        "pglock.try_lock(g::bigint) AND pglock.unlock(g::bigint)",
+    "pglock.try_lock('job-'||(g%100)) (repeated)":
+        "pglock.try_lock('job-' || (g % 100)) AND pglock.unlock('job-' || (g % 100))",
+    "pglock.try_lock('job-'||g) (unique)":
+        "pglock.try_lock('job-' || g) AND pglock.unlock('job-' || g)",
+    "pglock.lock('job-'||(g%100), '1 s'), free":
+        "pglock.lock('job-' || (g % 100), '1 s') AND pglock.unlock('job-' || (g % 100))",
+    "pglock.key('job-'||g) alone (HKDF, unique)":
+        "pglock.key('job-' || g) <> 0",
+}
+
+IN_SERVER_FUNCTIONS = """
+CREATE FUNCTION bench_ns_per_pair(condition text, n int) RETURNS float8
+LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz := clock_timestamp();
+    counted bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FILTER (WHERE %s) FROM generate_series(1, %s) g',
+                   condition, n) INTO counted;
+    RETURN extract(epoch FROM clock_timestamp() - started) * 1e9 / n;
+END $$;
+"""
+
+QUEUE = {
+    # 8 workers, each claiming 10 of 10,000 jobs per transaction.
+    "pglock.try_xact_lock('job-'||id)": """
+        BEGIN;
+        SELECT id FROM bench_jobs WHERE pglock.try_xact_lock('job-' || id) LIMIT 10;
+        COMMIT;
+    """,
+    "pg_try_advisory_xact_lock(id)": """
+        BEGIN;
+        SELECT id FROM bench_jobs WHERE pg_try_advisory_xact_lock(id) LIMIT 10;
+        COMMIT;
+    """,
+    "FOR UPDATE SKIP LOCKED": """
+        BEGIN;
+        SELECT id FROM bench_jobs LIMIT 10 FOR UPDATE SKIP LOCKED;
+        COMMIT;
+    """,
+}
+
+
+def in_server_ns(pg, rounds, pairs):
+    """{variant: [ns per pair, one value per round]}, variants interleaved round after round."""
+    pg.sql(IN_SERVER_FUNCTIONS)
+
+    def measure(v):
+        return float(pg.sql(f"SELECT bench_ns_per_pair($q${IN_SERVER[v]}$q$, {pairs})").strip())
+
+    interleaved(list(IN_SERVER), 1, measure)  # warm-up round, not counted
+    return interleaved(list(IN_SERVER), rounds, measure)
+
+
+def bench_in_server(pg_config, workdir, pg, bench, rounds, pairs, out):
+    plain = in_server_ns(pg, rounds, pairs)
+    preloaded_pg = Postgres(pg_config, os.path.join(workdir, "in-server"), preload=True)
+    try:
+        preloaded = in_server_ns(preloaded_pg, rounds, pairs)
+    finally:
+        preloaded_pg.stop()
+    builtin = "pg_try_advisory_lock(g) / pg_advisory_unlock(g)"
+    out.append("## 2. In-server: lock + unlock pairs inside one statement\n")
+    out.append(f"`SELECT count(*) FILTER (WHERE <lock> AND <unlock>) FROM generate_series(1, "
+               f"{pairs:,}) g`, timed inside the server; ns per pair, median (min–max) of "
+               f"{rounds} interleaved rounds; × is the built-in's ns over the variant's "
+               "(higher is better, 1.00 = the integer built-in's price).\n")
+    out.append("| variant | ns per pair | × built-in | preloaded: ns per pair | × built-in | "
+               "preloading adds |")
+    out.append("|---|---|---|---|---|---|")
+
+    def cell(values):
+        return f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+
+    for v in IN_SERVER:
+        speed = ratio(plain[builtin], plain[v])
+        speed_pre = ratio(preloaded[builtin], preloaded[v])
+        cost = statistics.median(preloaded[v]) / statistics.median(plain[v]) - 1
+        out.append(f"| {v} | {cell(plain[v])} | {speed:.2f} | {cell(preloaded[v])} | "
+                   f"{speed_pre:.2f} | {cost:+.0%} |")
+    out.append("")
+
+    def speed(v, runs=plain):
+        return ratio(runs[builtin], runs[v])
+
+    bigint = "pglock.try_lock(g::bigint)"
+    repeated = "pglock.try_lock('job-'||(g%100)) (repeated)"
+    unique = "pglock.try_lock('job-'||g) (unique)"
+    timed = "pglock.lock('job-'||(g%100), '1 s'), free"
+    target("in-server bigint overloads ≥ 0.95× the built-in", f"{speed(bigint):.2f}",
+           speed(bigint) >= 0.95)
+    target("in-server repeated names ≥ 0.80×", f"{speed(repeated):.2f}", speed(repeated) >= 0.80)
+    target("in-server unique names ≥ 0.60×", f"{speed(unique):.2f}", speed(unique) >= 0.60)
+    timed_extra = statistics.median(plain[timed]) / statistics.median(plain[repeated]) - 1
+    target("in-server timed lock() of a free name within 5% of try_lock of the same name",
+           f"{timed_extra:+.1%}", timed_extra <= 0.05)
+    worst = max(statistics.median(preloaded[v]) / statistics.median(plain[v]) - 1
+                for v in (bigint, repeated, unique, timed))
+    target("in-server: preloading adds at most 10%", f"{worst:+.0%} (worst of the four)",
+           worst <= 0.10)
+
+    pg.sql("CREATE TABLE bench_jobs AS SELECT g AS id FROM generate_series(1, 10000) g; "
+           "ALTER TABLE bench_jobs ADD PRIMARY KEY (id); ANALYZE bench_jobs")
+    scripts = {name: bench.script(f"queue-{i}", body) for i, (name, body) in enumerate(QUEUE.items())}
+    tps = interleaved(list(scripts), rounds, lambda v: bench.run(scripts[v], 8)[0])
+    out.append("### A job queue: 8 workers each claim 10 of 10,000 rows per transaction\n")
+    out.append("| claim with | transactions/s | × the advisory built-in |")
+    out.append("|---|---|---|")
+    for name in scripts:
+        out.append(f"| {name} | {fmt_tps(tps[name])} | "
+                   f"{ratio(tps[name], tps['pg_try_advisory_xact_lock(id)']):.2f} |")
+    out.append("")
+
+
 def bench_uncontended(bench, clients_list, rounds, out):
     out.append("## 1. Uncontended: each client locks a name of its own\n")
     for protocol, workloads, reference, named in [
@@ -338,7 +462,7 @@ def bench_uncontended(bench, clients_list, rounds, out):
 
 
 def bench_contended(bench, clients_list, rounds, out):
-    out.append("## 2. Contended: every client wants the same lock\n")
+    out.append("## 3. Contended: every client wants the same lock\n")
     scripts = {name: bench.script(f"contended-{i}", body)
                for i, (name, body) in enumerate(CONTENDED.items())}
     out.append(f"TPS and latency of lock + unlock (wait included), medians of {rounds} interleaved "
@@ -434,7 +558,7 @@ def release_foreign_locks(pg, holder):
 
 
 def bench_held(bench, pg, rounds, out):
-    out.append("## 3. held() and pg_locks\n")
+    out.append("## 4. held() and pg_locks\n")
     held_sql = "SELECT count(*) FROM pglock.held();"
     pg_locks_sql = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                     "AND pid = pg_backend_pid();")
@@ -671,7 +795,7 @@ def bench_peers(pg, workdir, clients, seconds, rounds, out):
     finally:
         maria.stop()
         red.stop()
-    out.append("## 4. Peers, through Python\n")
+    out.append("## 5. Peers, through Python\n")
     out.append(f"Lock + unlock cycles per second, {clients} client processes each with its own "
                f"connection and name, {seconds} s per run, median (min–max) of {rounds} "
                f"interleaved rounds. Clients: psycopg {psycopg.__version__} "
@@ -717,6 +841,7 @@ def main():
         bench = Pgbench(pg, workdir, seconds)
         bench_uncontended(bench, clients_list, rounds, out)
         bench_preloaded(args.pg_config, workdir, clients_list, rounds, seconds, out)
+        bench_in_server(args.pg_config, workdir, pg, bench, 5, 50_000 if quick else 200_000, out)
         bench_contended(bench, clients_list, rounds, out)
         bench_held(bench, pg, rounds, out)
         if not args.skip_peers:
