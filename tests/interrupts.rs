@@ -172,11 +172,12 @@ fn transaction_timeout_ends_a_session_whose_waits_keep_timing_out() {
         let result = waiter.batch_execute(&timing_out_for("busy-transaction-timeout", 20));
         let took = start.elapsed();
         let error = result.expect_err("transaction_timeout must end the session");
-        assert_eq!(
-            code_and_message(&error).0,
-            "25P04",
-            "round {round}: {error:?}"
-        );
+        // The server sends FATAL 25P04 and closes the connection; the client may see the close
+        // before it reads the message. Either way the session ended instead of looping on.
+        match error.as_db_error() {
+            Some(db) => assert_eq!(db.code().code(), "25P04", "round {round}: {error:?}"),
+            None => assert!(error.is_closed(), "round {round}: {error:?}"),
+        }
         assert!(
             took < Duration::from_secs(10),
             "round {round}: the session ran {took:?} past its transaction_timeout"
