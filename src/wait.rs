@@ -18,11 +18,12 @@
 //! backend itself. pglock's deadline never sends a signal. So while the deadline is armed, a
 //! watcher stands in front of PostgreSQL's SIGINT handler and records every SIGINT before
 //! passing it on, and a cancel already pending when the watcher goes in (QueryCancelPending
-//! set but not yet serviced) counts as seen. When the wait is over, SIGINT is blocked while the
-//! timer is off, the watcher is read and removed and pglock's own pending cancel is withdrawn:
-//! a SIGINT that comes during that moment reaches PostgreSQL's handler when the mask is
-//! restored and is raised at the next CHECK_FOR_INTERRUPTS. There is no window in which a
-//! SIGINT can be taken for the deadline.
+//! set but not yet serviced) counts as seen. When the wait is over and the deadline passed,
+//! SIGINT is blocked while the watcher is read and removed and pglock's own pending cancel is
+//! withdrawn: a SIGINT that comes during that moment reaches PostgreSQL's handler when the mask
+//! is restored and is raised at the next CHECK_FOR_INTERRUPTS. There is no window in which a
+//! SIGINT can be taken for the deadline. (When the deadline did not pass nothing is withdrawn,
+//! so nothing needs blocking.)
 //!
 //! The ERROR is pglock's, and is swallowed (the call returns false), only when the deadline
 //! passed, no SIGINT was seen, and the ERROR is a query cancel (57014). ProcessInterrupts
@@ -319,9 +320,14 @@ impl Deadline {
         self.armed = false;
         // SAFETY: our own slot; after this the timer cannot fire.
         unsafe { disable_timeout(deadline_timeout_id(), false) };
-        let blocked = SigintBlocked::block();
+        let deadline_passed = DEADLINE_PASSED.load(Ordering::SeqCst);
+        // Only a passed deadline can lead to withdrawing a cancel below; then no SIGINT may
+        // arrive between reading the watcher and withdrawing, so SIGINT is blocked for that
+        // moment. Otherwise nothing is withdrawn, and a SIGINT at any point reaches
+        // PostgreSQL's handler, through the watcher or directly (no system call spent).
+        let blocked = deadline_passed.then(SigintBlocked::block);
         let verdict = Verdict {
-            deadline_passed: DEADLINE_PASSED.load(Ordering::SeqCst),
+            deadline_passed,
             sigint_seen: SIGINT_SEEN.load(Ordering::SeqCst),
         };
         restore_sigint(&self.previous_sigint);
