@@ -195,7 +195,7 @@ pub fn publish(key: i64, name: &str) {
             claim(&slot, local);
         }
         if local.free.is_empty() {
-            sweep(&slot, local);
+            sweep(local);
         }
         let Some(index) = local.free.pop() else {
             return;
@@ -210,15 +210,7 @@ pub fn withdraw(key: i64) {
     if !map_enabled() {
         return;
     }
-    OWN_SLOT.with_borrow_mut(|local| {
-        let Some(index) = local.by_key.remove(&key) else {
-            return;
-        };
-        if let Some(slot) = my_slot() {
-            clear_entry(&slot.entries[index]);
-        }
-        local.free.push(index);
-    });
+    OWN_SLOT.with_borrow_mut(|local| local.free_entry_of(key));
 }
 
 /// Withdraws this backend's name for `key` once it holds the key in no mode.
@@ -227,18 +219,23 @@ pub fn withdraw_if_unheld(key: i64) {
         return;
     }
     OWN_SLOT.with_borrow_mut(|local| {
-        let Some(&index) = local.by_key.get(&key) else {
+        if local.by_key.contains_key(&key) && !held_in_any_mode(key) {
+            local.free_entry_of(key);
+        }
+    });
+}
+
+impl OwnSlot {
+    /// Clears the entry that publishes `key`, if any, and makes it free for another name.
+    fn free_entry_of(&mut self, key: i64) {
+        let Some(index) = self.by_key.remove(&key) else {
             return;
         };
-        if held_in_any_mode(key) {
-            return;
-        }
         if let Some(slot) = my_slot() {
             clear_entry(&slot.entries[index]);
         }
-        local.by_key.remove(&key);
-        local.free.push(index);
-    });
+        self.free.push(index);
+    }
 }
 
 fn held_in_any_mode(key: i64) -> bool {
@@ -267,7 +264,7 @@ fn claim(slot: &Slot, local: &mut OwnSlot) {
 
 /// Frees the entries of keys this backend no longer holds (released outside pglock, or by
 /// the end of a transaction).
-fn sweep(slot: &Slot, local: &mut OwnSlot) {
+fn sweep(local: &mut OwnSlot) {
     let stale: Vec<i64> = local
         .by_key
         .keys()
@@ -275,10 +272,7 @@ fn sweep(slot: &Slot, local: &mut OwnSlot) {
         .filter(|&key| !held_in_any_mode(key))
         .collect();
     for key in stale {
-        if let Some(index) = local.by_key.remove(&key) {
-            clear_entry(&slot.entries[index]);
-            local.free.push(index);
-        }
+        local.free_entry_of(key);
     }
 }
 
