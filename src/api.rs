@@ -6,91 +6,11 @@ use pgrx::prelude::*;
 use crate::backend;
 use crate::errors;
 use crate::key_cache;
-use crate::lockmgr::{AdvisoryLock, Mode, Scope};
+use crate::lockmgr::{Mode, Scope};
 use crate::name::{LockName, ServerText};
 use crate::registry;
-use crate::settings;
-use crate::wait::{self, Outcome, Wait};
-
-/// The lock a name or key refers to, in a mode.
-struct LockRequest<'a> {
-    lock: AdvisoryLock,
-    name: Option<std::borrow::Cow<'a, str>>,
-}
-
-impl<'a> LockRequest<'a> {
-    fn named(name: Option<LockName<'a>>, mode: Mode) -> Self {
-        let name = LockName::checked(name);
-        let key = key_cache::key_of(&name);
-        LockRequest {
-            lock: AdvisoryLock { key, mode },
-            name: Some(name),
-        }
-    }
-
-    fn keyed(key: Option<i64>, mode: Mode) -> Self {
-        let Some(key) = key else { errors::null_key() };
-        LockRequest {
-            lock: AdvisoryLock { key, mode },
-            name: None,
-        }
-    }
-
-    fn acquire(self, scope: Scope, wait: Wait) -> bool {
-        refuse_parallel_worker();
-        refuse_on_standby();
-        registry::ensure_room_for(self.lock);
-        if matches!(wait, Wait::Within(_)) && backend::in_parallel_mode() {
-            // Refused up front, so the outcome does not depend on other sessions.
-            errors::timed_wait_in_parallel_mode();
-        }
-        let (holds, local) = match self.lock.try_acquire(scope) {
-            Some((holds, local)) => (holds, Some(local)),
-            None if matches!(wait, Wait::No) => return false,
-            None => {
-                // Waiters show their lock's name to other sessions too.
-                registry::waiting(self.lock, self.name.as_deref());
-                let outcome = match wait {
-                    Wait::WithoutDeadline => {
-                        Outcome::Granted(wait::acquire_without_deadline(self.lock, scope))
-                    }
-                    Wait::Within(micros) => wait::acquire_within(self.lock, scope, micros),
-                    Wait::No => unreachable!("handled above"),
-                };
-                match outcome {
-                    Outcome::Granted(holds) => (holds, None),
-                    Outcome::TimedOut => {
-                        registry::stopped_waiting(self.lock);
-                        return false;
-                    }
-                }
-            }
-        };
-        registry::acquired(self.lock, scope, self.name.as_deref(), holds, local);
-        true
-    }
-
-    fn release(self) -> bool {
-        refuse_parallel_worker();
-        registry::release_session_hold(self.lock).is_some()
-    }
-}
-
-/// Locks belong to the session, so a parallel worker (which exits with the query) must not
-/// take or release them. The leader may, as it may call the built-ins in parallel mode.
-fn refuse_parallel_worker() {
-    if backend::is_parallel_worker() {
-        errors::parallel_worker();
-    }
-}
-
-/// On a hot standby advisory locks coordinate with nobody on the primary: almost always a
-/// misrouted connection, so refused unless pglock.allow_on_standby says otherwise.
-fn refuse_on_standby() {
-    if backend::recovery_in_progress() && !settings::allow_on_standby() {
-        errors::on_standby();
-    }
-}
+use crate::request::{refuse_parallel_worker, LockRequest};
+use crate::wait::Wait;
 
 /// The advisory-lock key of a name: the same bigint sqlx's `PgAdvisoryLock::new(name)` uses.
 #[pg_extern(immutable, parallel_safe)]
@@ -288,13 +208,16 @@ SELECT names.name,
        CASE WHEN NOT l.granted THEN pg_catalog.pg_blocking_pids(l.pid) END AS blocked_by
 FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
                OPERATOR(pg_catalog.|) lk.objid::pg_catalog.int8 AS key,
-             CASE lk.mode WHEN 'ExclusiveLock' THEN 'exclusive'
-                          WHEN 'ShareLock' THEN 'shared'
-                          ELSE lk.mode END AS mode,
+             CASE WHEN lk.objsubid OPERATOR(pg_catalog.=) 3 THEN 'upgradeable'
+                  WHEN lk.mode OPERATOR(pg_catalog.=) 'ExclusiveLock' THEN 'exclusive'
+                  WHEN lk.mode OPERATOR(pg_catalog.=) 'ShareLock' THEN 'shared'
+                  WHEN lk.mode OPERATOR(pg_catalog.=) 'RowShareLock' THEN 'upgradeable'
+                  ELSE lk.mode END AS mode,
              lk.granted, lk.pid, lk.waitstart
       FROM pg_catalog.pg_locks lk
       WHERE lk.locktype OPERATOR(pg_catalog.=) 'advisory'
-        AND lk.objsubid OPERATOR(pg_catalog.=) 1
+        AND (lk.objsubid OPERATOR(pg_catalog.=) 1
+             OR (lk.objsubid OPERATOR(pg_catalog.=) 3 AND NOT lk.granted))
         AND lk.database OPERATOR(pg_catalog.=)
             (SELECT d.oid FROM pg_catalog.pg_database d
              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) l

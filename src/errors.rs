@@ -24,6 +24,36 @@ pub fn null_key() -> ! {
     ))
 }
 
+pub fn null_name_array() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        "array of lock names must not be null",
+        function_name!(),
+    ))
+}
+
+pub fn null_key_array() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        "array of lock keys must not be null",
+        function_name!(),
+    ))
+}
+
+pub fn too_many_locks_in_one_call(len: usize, limit: usize) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            "too many locks in one call",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "The array has {len} elements; one call takes at most {limit} locks."
+        ))
+        .set_hint("Lock a coarser name that stands for the whole set, or split the set into several calls."),
+    )
+}
+
 pub fn empty_name() -> ! {
     raise(
         ErrorReport::new(
@@ -46,6 +76,39 @@ pub fn name_too_long(len: usize, limit: usize) -> ! {
             "The name is {len} bytes in UTF-8; the limit is {limit} bytes."
         )),
     )
+}
+
+pub fn mysql_name_too_long(chars: usize, limit: usize) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "lock name is too long for the MySQL-compatible functions",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "The name has {chars} characters; like MySQL, get_lock() and its companions accept at most {limit}."
+        ))
+        .set_hint("Use pglock.lock() and pglock.unlock(), which accept longer names."),
+    )
+}
+
+pub fn null_timeout() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "lock timeout must not be null",
+            function_name!(),
+        )
+        .set_hint("Use a negative timeout to wait without limit, or 0 to try once."),
+    )
+}
+
+pub fn nan_timeout() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        "lock timeout must be a number",
+        function_name!(),
+    ))
 }
 
 pub fn negative_timeout() -> ! {
@@ -133,5 +196,17 @@ pub fn on_standby() -> ! {
         )
         .set_detail("Advisory locks taken on a standby coordinate only with sessions of the same standby, never with the primary.")
         .set_hint("Connect to the primary, or set pglock.allow_on_standby to take standby-local locks on purpose."),
+    )
+}
+
+pub fn not_upgradeable() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "lock is not held in upgradeable mode",
+            function_name!(),
+        )
+        .set_detail("Only the session that holds the lock through pglock.lock_upgradeable() can upgrade or downgrade it.")
+        .set_hint("Take the lock with pglock.lock_upgradeable() first."),
     )
 }

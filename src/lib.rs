@@ -8,10 +8,15 @@ mod fast_hash;
 mod key;
 mod key_cache;
 mod lockmgr;
+mod multi;
+mod mysql;
 mod name;
+mod observe;
 mod registry;
+mod request;
 mod settings;
 mod shared_names;
+mod upgradeable;
 mod wait;
 
 ::pgrx::pg_module_magic!();

@@ -14,18 +14,40 @@ use pgrx::PgSqlErrorCode;
 use crate::compat::{acquire_extended, held_by_me};
 use crate::errors;
 
-/// Exclusive or shared, as the built-in advisory lock functions use them.
+/// How a lock is held. Exclusive and shared are the built-in advisory lock functions' modes;
+/// the other two make up an upgradeable hold (see upgradeable.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Mode {
+    /// ExclusiveLock on the key, as pg_advisory_lock takes.
     Exclusive,
+    /// ShareLock on the key, as pg_advisory_lock_shared takes.
     Shared,
+    /// RowShareLock on the key: it conflicts with exclusive holds (ExclusiveLock) and with
+    /// nothing else an advisory lock uses, so it coexists with shared holds.
+    Upgradeable,
+    /// ExclusiveLock on the key's upgrade-intent tag (field4 = 3, a value the built-ins never
+    /// use): held beside an upgradeable hold so that only one session at a time has one.
+    UpgradeIntent,
 }
 
 impl Mode {
+    /// The modes a key can be held in through the bigint keyspace (field4 = 1).
+    pub const ON_KEY: [Mode; 3] = [Mode::Exclusive, Mode::Shared, Mode::Upgradeable];
+
     fn lockmode(self) -> pg_sys::LOCKMODE {
+        (match self {
+            Mode::Exclusive | Mode::UpgradeIntent => pg_sys::ExclusiveLock,
+            Mode::Shared => pg_sys::ShareLock,
+            Mode::Upgradeable => pg_sys::RowShareLock,
+        }) as pg_sys::LOCKMODE
+    }
+
+    /// The advisory tag's field4: 1 is the bigint keyspace of the built-ins (2 is their
+    /// pair-of-int4 keyspace); 3 is pglock's own, for upgrade intents.
+    fn field4(self) -> u16 {
         match self {
-            Mode::Exclusive => pg_sys::ExclusiveLock as pg_sys::LOCKMODE,
-            Mode::Shared => pg_sys::ShareLock as pg_sys::LOCKMODE,
+            Mode::UpgradeIntent => 3,
+            _ => 1,
         }
     }
 
@@ -33,6 +55,8 @@ impl Mode {
         match self {
             Mode::Exclusive => "exclusive",
             Mode::Shared => "shared",
+            Mode::Upgradeable => "upgradeable",
+            Mode::UpgradeIntent => "upgrade intent",
         }
     }
 }
@@ -90,13 +114,14 @@ impl Holds {
 }
 
 impl AdvisoryLock {
-    /// The lock tag of SET_LOCKTAG_ADVISORY with the bigint form's field4 = 1.
+    /// The lock tag of SET_LOCKTAG_ADVISORY with the bigint form's field4 = 1 (or pglock's own
+    /// field4 for an upgrade intent).
     fn tag(self) -> pg_sys::LOCKTAG {
         pg_sys::LOCKTAG {
             locktag_field1: crate::backend::database_id(),
             locktag_field2: ((self.key as u64) >> 32) as u32,
             locktag_field3: self.key as u64 as u32,
-            locktag_field4: 1,
+            locktag_field4: self.mode.field4(),
             locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
             locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
         }

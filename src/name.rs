@@ -63,6 +63,56 @@ impl FromDatum for LockName<'_> {
     }
 }
 
+/// A `text[]` argument of lock names, each element read as [`LockName`] reads one (NULL
+/// elements stay None, for the caller to refuse).
+pub struct LockNames<'a>(pub Vec<Option<LockName<'a>>>);
+
+impl FromDatum for LockNames<'_> {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: a non-null text[] datum, valid for the function call; its elements are text
+        // datums inside the (detoasted) array, valid as long.
+        unsafe {
+            let array = pgrx::Array::<pg_sys::Datum>::from_polymorphic_datum(
+                datum,
+                false,
+                pg_sys::TEXTARRAYOID,
+            )?;
+            let names = array
+                .iter()
+                .map(|element| {
+                    element.and_then(|element| {
+                        LockName::from_polymorphic_datum(element, false, pg_sys::TEXTOID)
+                    })
+                })
+                .collect();
+            Some(LockNames(names))
+        }
+    }
+}
+
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for LockNames<'fcx> {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        // SAFETY: pglock declares these arguments as text[], which is what FromDatum reads.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| errors::null_name_array())
+    }
+
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
+        // SAFETY: as above.
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+impl_sql_translatable!(LockNames<'_>, "text[]");
+
 /// Which way [`convert`] goes between the database encoding and UTF-8.
 #[derive(Clone, Copy)]
 enum Direction {

@@ -90,6 +90,10 @@ pub fn acquired(
     holds: Holds,
     local: Option<LocalEntry>,
 ) {
+    if lock.mode == Mode::UpgradeIntent {
+        // Part of an upgradeable hold, which held() shows as one row.
+        return;
+    }
     let shown = REGISTRY.with_borrow_mut(|registry| {
         if !registry.callbacks_registered {
             backend::at_every_transaction_end(transaction_ended);
@@ -161,6 +165,20 @@ pub fn release_session_hold(lock: AdvisoryLock) -> Option<Holds> {
     Some(holds)
 }
 
+/// Releases one hold of `lock` in `scope` (a hold this session just took and gives back).
+pub fn release_hold(lock: AdvisoryLock, scope: Scope) {
+    match scope {
+        Scope::Session => {
+            release_session_hold(lock);
+        }
+        Scope::Transaction => {
+            if lock.release(Scope::Transaction) == Some(Holds::default()) {
+                shared_names::withdraw_if_unheld(lock.key);
+            }
+        }
+    }
+}
+
 /// Releases every session-scope advisory lock of the session (pglock's and the built-ins')
 /// and returns how many session rows of held() went.
 pub fn release_all_session_locks() -> i32 {
@@ -224,19 +242,20 @@ impl Registry {
         self.sweep_at = (2 * self.entries.len()).max(FIRST_SWEEP);
     }
 
-    /// Whether the same key is held in the other mode under a name.
+    /// Whether the same key is held in another mode under a name.
     fn named_in_other_mode(&self, lock: AdvisoryLock) -> bool {
-        let mode = match lock.mode {
-            Mode::Exclusive => Mode::Shared,
-            Mode::Shared => Mode::Exclusive,
-        };
-        let other = AdvisoryLock {
-            key: lock.key,
-            mode,
-        };
-        self.entries
-            .get(&other)
-            .is_some_and(|entry| entry.name.is_some() && other.is_held())
+        Mode::ON_KEY
+            .into_iter()
+            .filter(|&mode| mode != lock.mode)
+            .map(|mode| AdvisoryLock {
+                key: lock.key,
+                mode,
+            })
+            .any(|other| {
+                self.entries
+                    .get(&other)
+                    .is_some_and(|entry| entry.name.is_some() && other.is_held())
+            })
     }
 
     /// At the end of a transaction: every transaction hold is over, and a session hold that

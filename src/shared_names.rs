@@ -239,7 +239,7 @@ impl OwnSlot {
 }
 
 fn held_in_any_mode(key: i64) -> bool {
-    [Mode::Exclusive, Mode::Shared]
+    Mode::ON_KEY
         .into_iter()
         .any(|mode| AdvisoryLock { key, mode }.is_held())
 }

@@ -9,16 +9,40 @@
 -- of views are members from PostgreSQL 18 on; the view itself is listed.
 \set describe_pglock 'CREATE TEMP VIEW pglock_schema AS SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS object, CASE d.classid WHEN ''pg_proc''::regclass THEN (SELECT pg_get_function_arguments(p.oid) || '' -> '' || pg_get_function_result(p.oid) || '' '' || p.provolatile::text || p.proparallel::text || CASE WHEN p.proisstrict THEN '' strict'' ELSE '''' END || CASE WHEN p.prosecdef THEN '' SECURITY DEFINER'' ELSE '''' END || '' '' || p.prosrc || '' '' || coalesce(p.proacl::text, ''default acl'') FROM pg_proc p WHERE p.oid = d.objid) WHEN ''pg_class''::regclass THEN (SELECT ''public may select: '' || has_table_privilege(''public'', c.oid, ''SELECT'') || '' '' || coalesce(obj_description(c.oid, ''pg_class''), '''') FROM pg_class c WHERE c.oid = d.objid) ELSE '''' END AS details, CASE d.classid WHEN ''pg_class''::regclass THEN pg_get_viewdef(d.objid) ELSE '''' END AS definition FROM pg_depend d WHERE d.refclassid = ''pg_extension''::regclass AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = ''pglock'') AND d.deptype = ''e'' AND d.classid <> ''pg_type''::regclass;'
 
+-- What an older version's SQL does with the current pglock.so, as it must keep working between
+-- a package upgrade and ALTER EXTENSION ... UPDATE: take, stack, list and release by name and
+-- by key, in both scopes.
+\set exercise_old_sql 'SELECT pglock.lock(''old-sql''), pglock.try_lock(''old-sql''), pglock.try_lock_shared(7::bigint), pglock.lock(8::bigint, ''1 s''); SELECT name, key, mode, scope, depth FROM pglock.held() ORDER BY key, mode; SELECT pglock.unlock(''old-sql''), pglock.unlock(''old-sql''), pglock.unlock(''old-sql''), pglock.unlock_shared(7::bigint), pglock.unlock_all(); BEGIN; SELECT pglock.try_xact_lock(''old-xact''), pglock.xact_lock_shared(9::bigint, ''1 s''); SELECT name, mode, scope, depth FROM pglock.held() ORDER BY key; COMMIT; SELECT count(*) AS held_after_commit FROM pglock.held();'
+
 CREATE DATABASE pglock_upgraded;
+CREATE DATABASE pglock_upgraded_from_0_2;
 CREATE DATABASE pglock_fresh;
 
+-- 0.1.0 -> 0.2.0 -> 0.3.0.
 \c pglock_upgraded
 CREATE EXTENSION pglock VERSION '0.1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'pglock';
+:exercise_old_sql
+ALTER EXTENSION pglock UPDATE TO '0.2.0';
+SELECT extversion FROM pg_extension WHERE extname = 'pglock';
+:exercise_old_sql
+SELECT pglock.lock('old-view');
+SELECT name, mode, granted FROM pglock.locks WHERE pid = pg_backend_pid();
+SELECT pglock.unlock('old-view');
 ALTER EXTENSION pglock UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pglock';
 :describe_pglock
 SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) AS upgraded
+FROM pglock_schema \gset
+
+-- 0.2.0 -> 0.3.0, from a fresh 0.2.0 install.
+\c pglock_upgraded_from_0_2
+CREATE EXTENSION pglock VERSION '0.2.0';
+:exercise_old_sql
+ALTER EXTENSION pglock UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'pglock';
+:describe_pglock
+SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) AS upgraded_from_0_2
 FROM pglock_schema \gset
 
 \c pglock_fresh
@@ -27,9 +51,12 @@ SELECT extversion FROM pg_extension WHERE extname = 'pglock';
 :describe_pglock
 SELECT object, details FROM pglock_schema ORDER BY object;
 SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) = :'upgraded'
-       AS upgrade_matches_fresh_install
+       AS upgrade_matches_fresh_install,
+       md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) = :'upgraded_from_0_2'
+       AS upgrade_from_0_2_matches_fresh_install
 FROM pglock_schema;
 
 \c pglock_regress
 DROP DATABASE pglock_upgraded;
+DROP DATABASE pglock_upgraded_from_0_2;
 DROP DATABASE pglock_fresh;
