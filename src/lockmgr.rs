@@ -216,13 +216,51 @@ impl AdvisoryLock {
             return None;
         }
         let tag = self.tag();
-        // SAFETY: we hold it in this scope, so LockRelease finds the hold and cannot warn.
-        unsafe { pg_sys::LockRelease(&tag, self.mode.lockmode(), scope == Scope::Session) };
         match scope {
-            Scope::Session => holds.session -= 1,
-            Scope::Transaction => holds.transaction -= 1,
+            Scope::Session => {
+                // SAFETY: we hold it in session scope, so LockRelease finds the hold.
+                unsafe { pg_sys::LockRelease(&tag, self.mode.lockmode(), true) };
+                holds.session -= 1;
+            }
+            Scope::Transaction => {
+                self.release_transaction_hold(&tag);
+                holds.transaction -= 1;
+            }
         }
         Some(holds)
+    }
+
+    /// Releases one transaction-scope hold, whichever resource owner of this transaction has
+    /// it. LockRelease releases only the current resource owner's holds, and a hold need not be
+    /// the current owner's: one granted inside a timed wait's subtransaction passes to the
+    /// transaction's own owner when the subtransaction ends, while a statement runs under its
+    /// portal's owner. The current owner's hold goes first, else the most recent one.
+    ///
+    /// The caller knows the backend holds the lock in transaction scope.
+    fn release_transaction_hold(self, tag: &pg_sys::LOCKTAG) {
+        let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
+        // SAFETY: the lock is held, so this is a purely local count increment that hands back
+        // the live LOCALLOCK (undone at once); its owners are read before anything changes
+        // them, and CurrentResourceOwner is restored right after LockRelease.
+        unsafe {
+            acquire_extended(tag, self.mode.lockmode(), true, true, &mut locallock);
+            pg_sys::LockRelease(tag, self.mode.lockmode(), true);
+            let entry = &*locallock;
+            let owners = std::slice::from_raw_parts(entry.lockOwners, entry.numLockOwners as usize);
+            let current = pg_sys::CurrentResourceOwner;
+            let owner = owners
+                .iter()
+                .map(|owner| owner.owner)
+                .filter(|owner| !owner.is_null())
+                .fold(None, |chosen, owner| match chosen {
+                    Some(chosen) if chosen == current => Some(chosen),
+                    _ => Some(owner),
+                });
+            let Some(owner) = owner else { return };
+            pg_sys::CurrentResourceOwner = owner;
+            pg_sys::LockRelease(tag, self.mode.lockmode(), false);
+            pg_sys::CurrentResourceOwner = current;
+        }
     }
 }
 

@@ -123,10 +123,9 @@ pub fn acquire_within(lock: AdvisoryLock, scope: Scope, micros: i64) -> Outcome 
         }
         Err(error) => error,
     };
-    // The lock may have been granted at the very instant the sleep was cut short
-    // (LockErrorCleanup then records the grant). It was not held before: a held lock is never
-    // waited for.
-    let granted = lock.is_held();
+    // The lock may have been granted at the very instant the sleep was cut short. It was not
+    // held before: a held lock is never waited for.
+    let granted = leave_wait_queue(lock);
     if verdict.is_ours(&error) {
         if granted && scope == Scope::Transaction {
             subtransaction.hand_locks_to_parent();
@@ -154,13 +153,28 @@ pub fn acquire_without_deadline(lock: AdvisoryLock, scope: Scope) -> Holds {
     let holds = PgTryBuilder::new(AssertUnwindSafe(|| lock.acquire_waiting(scope)))
         .catch_others(|error| {
             // As above: an ERROR must not leave a session hold granted at the last instant.
-            if scope == Scope::Session && lock.holds().session > 0 {
+            if leave_wait_queue(lock) && scope == Scope::Session {
                 lock.release(Scope::Session);
             }
             error.rethrow()
         })
         .execute();
     service_interrupts_after_grant(lock, scope, holds)
+}
+
+/// After an ERROR cut a lock sleep short: leaves the lock's wait queue and says whether the
+/// lock was granted after all.
+///
+/// Until LockErrorCleanup runs, this backend is still in the queue, and another backend's
+/// release can grant it the lock in shared memory at any moment; only LockErrorCleanup records
+/// such a grant in the backend-local table (and takes the backend out of the queue otherwise).
+/// The abort of the (sub)transaction calls it too, but by then a session hold granted that way
+/// would be out of reach, so it is called here, before the local table is read. Calling it
+/// again later does nothing.
+fn leave_wait_queue(lock: AdvisoryLock) -> bool {
+    // SAFETY: the same cleanup AbortTransaction and AbortSubTransaction run after an ERROR.
+    unsafe { pg_sys::LockErrorCleanup() };
+    lock.is_held()
 }
 
 /// Services an interrupt that is already pending when a wait ends in a grant (a cancel that
