@@ -653,3 +653,63 @@ fn one_session_cannot_fill_the_shared_lock_table() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// A timed wait that returns false must leave nothing held, even when the lock was granted at
+/// the very instant the deadline passed (then the grant is recorded only when the backend
+/// leaves the queue: see leave_wait_queue in wait.rs). That instant is a few microseconds
+/// wide, so this soak guards the property rather than proving the fix; the check reads
+/// pg_locks, which sees every hold, not just the ones pglock recorded.
+#[test]
+fn a_timed_wait_that_returns_false_never_leaves_a_lock_behind() {
+    let until = Instant::now() + Duration::from_secs(8);
+    let workers: Vec<_> = (0..6u32)
+        .map(|worker| {
+            thread::spawn(move || {
+                let mut client = session();
+                let (mut timed_out, mut rounds) = (0u64, 0u64);
+                while Instant::now() < until && rounds < 200_000 {
+                    rounds += 1;
+                    let timeout =
+                        format!("{} us", 200 + (rounds * 37 + worker as u64 * 101) % 1500);
+                    let xact = rounds % 3 == 0;
+                    let row = client
+                        .query_one(
+                            if xact {
+                                "SELECT pglock.xact_lock('instant', $1::text::interval)"
+                            } else {
+                                "SELECT pglock.lock('instant', $1::text::interval)"
+                            },
+                            &[&timeout],
+                        )
+                        .unwrap();
+                    let granted: bool = row.get(0);
+                    if granted {
+                        if !xact {
+                            assert!(unlock(&mut client, "instant"));
+                        }
+                        continue;
+                    }
+                    timed_out += 1;
+                    let left: i64 = client
+                        .query_one(
+                            "SELECT count(*) FROM pg_locks
+                             WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+                            &[],
+                        )
+                        .unwrap()
+                        .get(0);
+                    assert_eq!(
+                        left, 0,
+                        "a timed-out wait left a lock held (round {rounds})"
+                    );
+                }
+                timed_out
+            })
+        })
+        .collect();
+    let timed_out: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(
+        timed_out > 0,
+        "no wait timed out: the race was never exercised"
+    );
+}
