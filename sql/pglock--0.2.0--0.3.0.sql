@@ -1,5 +1,6 @@
 -- pglock 0.2.0 -> 0.3.0: lock shapes (many locks at once, waiting for a release, who holds a
--- lock, upgradeable locks, MySQL's GET_LOCK family), and pglock.locks showing upgradeable holds.
+-- lock, upgradeable locks, semaphores, MySQL's GET_LOCK family), and pglock.locks showing
+-- upgradeable holds and semaphore slots.
 \echo Use "ALTER EXTENSION pglock UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Many locks at once, all or nothing, in ascending key order under one deadline.
@@ -220,6 +221,34 @@ VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'unlock_upgradeable_wrapper';
 
+-- Semaphores: at most N holders of a name.
+
+CREATE FUNCTION pglock.acquire_slot(
+    name text,
+    slots integer,
+    timeout interval DEFAULT NULL
+) RETURNS integer
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'acquire_slot_wrapper';
+
+CREATE FUNCTION pglock.xact_acquire_slot(
+    name text,
+    slots integer,
+    timeout interval DEFAULT NULL
+) RETURNS integer
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'xact_acquire_slot_wrapper';
+
+CREATE FUNCTION pglock.release_slot(
+    name text,
+    slot integer
+) RETURNS boolean
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'release_slot_wrapper';
+
 -- MySQL's user-level lock functions.
 
 CREATE FUNCTION pglock.get_lock(
@@ -256,7 +285,8 @@ STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'release_all_locks_wrapper';
 
--- pglock.locks: upgradeable holds (RowShareLock on the key) and waits for an upgrade intent.
+-- pglock.locks: upgradeable holds (RowShareLock on the key), waits for an upgrade intent, and
+-- semaphore slots and their queue.
 CREATE OR REPLACE VIEW pglock.locks AS
 SELECT names.name,
        l.key,
@@ -273,6 +303,12 @@ SELECT names.name,
 FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
                OPERATOR(pg_catalog.|) lk.objid::pg_catalog.int8 AS key,
              CASE WHEN lk.objsubid OPERATOR(pg_catalog.=) 3 THEN 'upgradeable'
+                  WHEN lk.objsubid OPERATOR(pg_catalog.>=) 256
+                   AND lk.objsubid OPERATOR(pg_catalog.%) 256 OPERATOR(pg_catalog.=) 255
+                  THEN pg_catalog.format('queue for %s slots', lk.objsubid OPERATOR(pg_catalog./) 256)
+                  WHEN lk.objsubid OPERATOR(pg_catalog.>=) 256
+                  THEN pg_catalog.format('slot %s of %s', lk.objsubid OPERATOR(pg_catalog.%) 256,
+                                         lk.objsubid OPERATOR(pg_catalog./) 256)
                   WHEN lk.mode OPERATOR(pg_catalog.=) 'ExclusiveLock' THEN 'exclusive'
                   WHEN lk.mode OPERATOR(pg_catalog.=) 'ShareLock' THEN 'shared'
                   WHEN lk.mode OPERATOR(pg_catalog.=) 'RowShareLock' THEN 'upgradeable'
@@ -281,7 +317,10 @@ FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
       FROM pg_catalog.pg_locks lk
       WHERE lk.locktype OPERATOR(pg_catalog.=) 'advisory'
         AND (lk.objsubid OPERATOR(pg_catalog.=) 1
-             OR (lk.objsubid OPERATOR(pg_catalog.=) 3 AND NOT lk.granted))
+             OR (lk.objsubid OPERATOR(pg_catalog.=) 3 AND NOT lk.granted)
+             OR (lk.objsubid OPERATOR(pg_catalog.>=) 256
+                 AND (lk.objsubid OPERATOR(pg_catalog.%) 256 OPERATOR(pg_catalog.<>) 255
+                      OR NOT lk.granted)))
         AND lk.database OPERATOR(pg_catalog.=)
             (SELECT d.oid FROM pg_catalog.pg_database d
              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) l

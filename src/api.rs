@@ -153,7 +153,7 @@ fn held() -> TableIterator<
     (
         name!(name, Option<ServerText>),
         name!(key, i64),
-        name!(mode, &'static str),
+        name!(mode, String),
         name!(scope, &'static str),
         name!(depth, i32),
         name!(since, TimestampWithTimeZone),
@@ -169,7 +169,7 @@ fn held() -> TableIterator<
         (
             row.name.map(ServerText),
             row.lock.key,
-            row.lock.mode.as_str(),
+            row.lock.mode.describe().into_owned(),
             row.scope.as_str(),
             row.depth.min(i32::MAX as i64) as i32,
             since,
@@ -209,6 +209,12 @@ SELECT names.name,
 FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
                OPERATOR(pg_catalog.|) lk.objid::pg_catalog.int8 AS key,
              CASE WHEN lk.objsubid OPERATOR(pg_catalog.=) 3 THEN 'upgradeable'
+                  WHEN lk.objsubid OPERATOR(pg_catalog.>=) 256
+                   AND lk.objsubid OPERATOR(pg_catalog.%) 256 OPERATOR(pg_catalog.=) 255
+                  THEN pg_catalog.format('queue for %s slots', lk.objsubid OPERATOR(pg_catalog./) 256)
+                  WHEN lk.objsubid OPERATOR(pg_catalog.>=) 256
+                  THEN pg_catalog.format('slot %s of %s', lk.objsubid OPERATOR(pg_catalog.%) 256,
+                                         lk.objsubid OPERATOR(pg_catalog./) 256)
                   WHEN lk.mode OPERATOR(pg_catalog.=) 'ExclusiveLock' THEN 'exclusive'
                   WHEN lk.mode OPERATOR(pg_catalog.=) 'ShareLock' THEN 'shared'
                   WHEN lk.mode OPERATOR(pg_catalog.=) 'RowShareLock' THEN 'upgradeable'
@@ -217,7 +223,10 @@ FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
       FROM pg_catalog.pg_locks lk
       WHERE lk.locktype OPERATOR(pg_catalog.=) 'advisory'
         AND (lk.objsubid OPERATOR(pg_catalog.=) 1
-             OR (lk.objsubid OPERATOR(pg_catalog.=) 3 AND NOT lk.granted))
+             OR (lk.objsubid OPERATOR(pg_catalog.=) 3 AND NOT lk.granted)
+             OR (lk.objsubid OPERATOR(pg_catalog.>=) 256
+                 AND (lk.objsubid OPERATOR(pg_catalog.%) 256 OPERATOR(pg_catalog.<>) 255
+                      OR NOT lk.granted)))
         AND lk.database OPERATOR(pg_catalog.=)
             (SELECT d.oid FROM pg_catalog.pg_database d
              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) l

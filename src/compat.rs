@@ -74,3 +74,37 @@ pub fn my_proc_number() -> Option<usize> {
     let max = unsafe { pg_sys::MaxBackends };
     (0..max).contains(&index).then_some(index as usize)
 }
+
+#[cfg(any(feature = "pg15", feature = "pg16"))]
+unsafe extern "C-unwind" {
+    /// sinvaladt.h, which pgrx does not bind: the PGPROC of a backend id, or NULL.
+    fn BackendIdGetProc(backend_id: i32) -> *mut pg_sys::PGPROC;
+}
+
+/// The pids of the other backends that hold `tag` in a mode conflicting with `lockmode`, as
+/// far as they are inside a transaction (GetLockConflicts reports virtual transaction ids).
+///
+/// # Safety
+/// A valid tag of the current database; called inside a transaction.
+pub unsafe fn pids_in_conflict(tag: &pg_sys::LOCKTAG, lockmode: pg_sys::LOCKMODE) -> Vec<i32> {
+    let mut count: i32 = 0;
+    let mut pids = Vec::new();
+    // SAFETY: GetLockConflicts takes the tag's partition lock, and returns an array of `count`
+    // valid ids (palloc'd in the current context, or static on a hot standby: never freed
+    // here). A PGPROC looked up by id is shared memory that outlives the call; its pid may
+    // already belong to a newer backend, which a ring does not harm.
+    unsafe {
+        let vxids = pg_sys::GetLockConflicts(tag, lockmode, &mut count);
+        for index in 0..count.max(0) as usize {
+            let vxid = *vxids.add(index);
+            #[cfg(any(feature = "pg15", feature = "pg16"))]
+            let proc = BackendIdGetProc(vxid.backendId);
+            #[cfg(any(feature = "pg17", feature = "pg18"))]
+            let proc = pg_sys::ProcNumberGetProc(vxid.procNumber);
+            if !proc.is_null() && (*proc).pid != 0 {
+                pids.push((*proc).pid);
+            }
+        }
+    }
+    pids
+}

@@ -210,3 +210,60 @@ pub fn not_upgradeable() -> ! {
         .set_hint("Take the lock with pglock.lock_upgradeable() first."),
     )
 }
+
+pub fn null_slot_count() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        "slot count must not be null",
+        function_name!(),
+    ))
+}
+
+pub fn null_slot() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        "slot number must not be null",
+        function_name!(),
+    ))
+}
+
+pub fn slot_count_out_of_range(slots: i32, limit: i32) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "slot count is out of range",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "The count is {slots}; a semaphore has 1 to {limit} slots."
+        )),
+    )
+}
+
+pub fn slot_count_differs(slots: u8) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "semaphore is in use with a different number of slots",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "This call asked for {slots} slots; a session that holds or awaits a slot of this name asked for another count."
+        ))
+        .set_hint("Every caller of a semaphore must give the same slot count."),
+    )
+}
+
+pub fn every_slot_held(slots: u8) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "this session already holds every slot of the semaphore",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "The semaphore has {slots} slots; waiting for another would wait for this session itself."
+        ))
+        .set_hint("Release a slot with pglock.release_slot() first."),
+    )
+}

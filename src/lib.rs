@@ -14,6 +14,7 @@ mod name;
 mod observe;
 mod registry;
 mod request;
+mod semaphore;
 mod settings;
 mod shared_names;
 mod upgradeable;

@@ -15,7 +15,7 @@ use crate::compat::{acquire_extended, held_by_me};
 use crate::errors;
 
 /// How a lock is held. Exclusive and shared are the built-in advisory lock functions' modes;
-/// the other two make up an upgradeable hold (see upgradeable.rs).
+/// the others make up upgradeable holds (upgradeable.rs) and semaphores (semaphore.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Mode {
     /// ExclusiveLock on the key, as pg_advisory_lock takes.
@@ -25,9 +25,29 @@ pub enum Mode {
     /// RowShareLock on the key: it conflicts with exclusive holds (ExclusiveLock) and with
     /// nothing else an advisory lock uses, so it coexists with shared holds.
     Upgradeable,
-    /// ExclusiveLock on the key's upgrade-intent tag (field4 = 3, a value the built-ins never
-    /// use): held beside an upgradeable hold so that only one session at a time has one.
+    /// ExclusiveLock on the key's upgrade-intent tag: held beside an upgradeable hold so that
+    /// only one session at a time has one.
     UpgradeIntent,
+    /// ExclusiveLock on slot `index` of the key's semaphore of `count` slots.
+    Slot { count: u8, index: u8 },
+    /// ExclusiveLock on the queue of the key's semaphore of `count` slots: its holder is the
+    /// one waiter that may take the next free slot; the others wait for it in line.
+    SlotQueue { count: u8 },
+    /// Bit `bit` of a semaphore's slot count, held by every holder and waiter: ShareLock for a
+    /// 1, RowExclusiveLock for a 0. The two conflict and each coexists with itself, so callers
+    /// that disagree on the count conflict on some bit.
+    SlotCountBit { bit: u8, set: bool },
+}
+
+/// The advisory tag's field4 (pg_locks.objsubid) of each kind of lock. The built-ins use 1
+/// (bigint keys) and 2 (pairs of int4); everything else is pglock's own.
+pub mod field4 {
+    pub const KEY: u16 = 1;
+    pub const UPGRADE_INTENT: u16 = 3;
+    /// Bit b of a semaphore's count is tag COUNT_BITS + b.
+    pub const COUNT_BITS: u16 = 240;
+    /// A semaphore's slots and queue: count << 8 | index, and count << 8 | QUEUE.
+    pub const QUEUE: u16 = 255;
 }
 
 impl Mode {
@@ -36,27 +56,43 @@ impl Mode {
 
     fn lockmode(self) -> pg_sys::LOCKMODE {
         (match self {
-            Mode::Exclusive | Mode::UpgradeIntent => pg_sys::ExclusiveLock,
-            Mode::Shared => pg_sys::ShareLock,
+            Mode::Exclusive | Mode::UpgradeIntent | Mode::Slot { .. } | Mode::SlotQueue { .. } => {
+                pg_sys::ExclusiveLock
+            }
+            Mode::Shared | Mode::SlotCountBit { set: true, .. } => pg_sys::ShareLock,
             Mode::Upgradeable => pg_sys::RowShareLock,
+            Mode::SlotCountBit { set: false, .. } => pg_sys::RowExclusiveLock,
         }) as pg_sys::LOCKMODE
     }
 
-    /// The advisory tag's field4: 1 is the bigint keyspace of the built-ins (2 is their
-    /// pair-of-int4 keyspace); 3 is pglock's own, for upgrade intents.
     fn field4(self) -> u16 {
         match self {
-            Mode::UpgradeIntent => 3,
-            _ => 1,
+            Mode::Exclusive | Mode::Shared | Mode::Upgradeable => field4::KEY,
+            Mode::UpgradeIntent => field4::UPGRADE_INTENT,
+            Mode::Slot { count, index } => (count as u16) << 8 | index as u16,
+            Mode::SlotQueue { count } => (count as u16) << 8 | field4::QUEUE,
+            Mode::SlotCountBit { bit, .. } => field4::COUNT_BITS + bit as u16,
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// Whether held() shows holds in this mode (the others are parts of a hold it shows).
+    pub fn is_shown(self) -> bool {
+        matches!(
+            self,
+            Mode::Exclusive | Mode::Shared | Mode::Upgradeable | Mode::Slot { .. }
+        )
+    }
+
+    /// The mode as held() and holders() name it.
+    pub fn describe(self) -> std::borrow::Cow<'static, str> {
         match self {
-            Mode::Exclusive => "exclusive",
-            Mode::Shared => "shared",
-            Mode::Upgradeable => "upgradeable",
-            Mode::UpgradeIntent => "upgrade intent",
+            Mode::Exclusive => "exclusive".into(),
+            Mode::Shared => "shared".into(),
+            Mode::Upgradeable => "upgradeable".into(),
+            Mode::UpgradeIntent => "upgrade intent".into(),
+            Mode::Slot { count, index } => format!("slot {index} of {count}").into(),
+            Mode::SlotQueue { count } => format!("queue for {count} slots").into(),
+            Mode::SlotCountBit { .. } => "slot count".into(),
         }
     }
 }
@@ -114,8 +150,8 @@ impl Holds {
 }
 
 impl AdvisoryLock {
-    /// The lock tag of SET_LOCKTAG_ADVISORY with the bigint form's field4 = 1 (or pglock's own
-    /// field4 for an upgrade intent).
+    /// The lock tag of SET_LOCKTAG_ADVISORY with the bigint form's field4 = 1, or pglock's own
+    /// field4 for the other modes.
     fn tag(self) -> pg_sys::LOCKTAG {
         pg_sys::LOCKTAG {
             locktag_field1: crate::backend::database_id(),
@@ -151,6 +187,13 @@ impl AdvisoryLock {
         acquire_reporting_full_table(&tag, self.mode.lockmode(), scope, false, &mut locallock);
         // SAFETY: LockAcquireExtended returned (it raises an ERROR on failure), so the entry is live.
         unsafe { holds_of(locallock) }
+    }
+
+    /// The pids of the other sessions (inside a transaction) that hold this lock in a mode
+    /// that conflicts with it.
+    pub fn other_holders(self) -> Vec<i32> {
+        // SAFETY: a valid tag of this database; every SQL function runs in a transaction.
+        unsafe { crate::compat::pids_in_conflict(&self.tag(), self.mode.lockmode()) }
     }
 
     /// Whether this backend holds the lock at all, in either scope (no shared memory read).

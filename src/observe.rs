@@ -97,7 +97,7 @@ fn holders(
     'static,
     (
         name!(pid, Option<i32>),
-        name!(mode, &'static str),
+        name!(mode, String),
         name!(scope, Option<&'static str>),
     ),
 > {
@@ -105,7 +105,7 @@ fn holders(
     let me = backend::pid();
     let mut rows = Vec::new();
     for holder in holders_of(key) {
-        let mode = holder.mode.as_str();
+        let mode = holder.mode.describe().into_owned();
         match holder.pid {
             Some(pid) if pid == me => {
                 let holds = AdvisoryLock {
@@ -115,7 +115,7 @@ fn holders(
                 .holds();
                 for scope in [Scope::Session, Scope::Transaction] {
                     if holds.in_scope(scope) > 0 {
-                        rows.push((Some(pid), mode, Some(scope.as_str())));
+                        rows.push((Some(pid), mode.clone(), Some(scope.as_str())));
                     }
                 }
             }

@@ -90,8 +90,8 @@ pub fn acquired(
     holds: Holds,
     local: Option<LocalEntry>,
 ) {
-    if lock.mode == Mode::UpgradeIntent {
-        // Part of an upgradeable hold, which held() shows as one row.
+    if !lock.mode.is_shown() {
+        // Part of a hold held() shows as one row (an upgradeable hold, a semaphore slot).
         return;
     }
     let shown = REGISTRY.with_borrow_mut(|registry| {

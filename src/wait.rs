@@ -106,10 +106,20 @@ pub enum Outcome {
 
 /// Waits for `lock` for at most `micros` microseconds from now, in the lock manager's queue.
 pub fn acquire_within(lock: AdvisoryLock, scope: Scope, micros: i64) -> Outcome {
+    acquire_until(lock, scope, micros, false)
+}
+
+/// [`acquire_within`], also ended (as a timeout) when the [`Bell`] rings: while a semaphore's
+/// first waiter sleeps on one slot, a release of any other slot wakes it.
+pub fn acquire_within_or_bell(lock: AdvisoryLock, scope: Scope, micros: i64) -> Outcome {
+    acquire_until(lock, scope, micros, true)
+}
+
+fn acquire_until(lock: AdvisoryLock, scope: Scope, micros: i64, bell: bool) -> Outcome {
     // The clock is read only here, when a wait really starts.
     let deadline = backend::now().saturating_add(micros);
     let subtransaction = SubTransaction::begin();
-    let armed = Deadline::arm(deadline);
+    let armed = Deadline::arm(deadline, bell);
     let result: Result<Holds, Box<CaughtError>> =
         PgTryBuilder::new(AssertUnwindSafe(|| Ok(lock.acquire_waiting(scope))))
             .catch_others(|error| Err(Box::new(error)))
@@ -302,10 +312,12 @@ struct Deadline {
     saved_lock_timeout: i32,
     previous_sigint: libc::sigaction,
     armed: bool,
+    /// Whether the bell may cut this wait short too.
+    bell: bool,
 }
 
 impl Deadline {
-    fn arm(at: pg_sys::TimestampTz) -> Self {
+    fn arm(at: pg_sys::TimestampTz, bell: bool) -> Self {
         DEADLINE_PASSED.store(false, Ordering::SeqCst);
         SIGINT_SEEN.store(false, Ordering::SeqCst);
         let previous_sigint = install_sigint_watcher();
@@ -323,10 +335,18 @@ impl Deadline {
         };
         // SAFETY: a registered slot and an absolute time; the timer only sets flags.
         unsafe { enable_timeout_at(deadline_timeout_id(), at) };
+        if bell {
+            BELL_ARMED.store(true, Ordering::SeqCst);
+            // A ring that came after the caller last looked cuts this wait short at once.
+            if BELL_RUNG.load(Ordering::SeqCst) {
+                request_query_cancel();
+            }
+        }
         Deadline {
             saved_lock_timeout,
             previous_sigint,
             armed: true,
+            bell,
         }
     }
 
@@ -334,7 +354,10 @@ impl Deadline {
         self.armed = false;
         // SAFETY: our own slot; after this the timer cannot fire.
         unsafe { disable_timeout(deadline_timeout_id(), false) };
-        let deadline_passed = DEADLINE_PASSED.load(Ordering::SeqCst);
+        BELL_ARMED.store(false, Ordering::SeqCst);
+        // A ring while armed asked for a cancel just as the timer does: both are pglock's own.
+        let deadline_passed = DEADLINE_PASSED.load(Ordering::SeqCst)
+            || (self.bell && BELL_RUNG.load(Ordering::SeqCst));
         // Only a passed deadline can lead to withdrawing a cancel below; then no SIGINT may
         // arrive between reading the watcher and withdrawing, so SIGINT is blocked for that
         // moment. Otherwise nothing is withdrawn, and a SIGINT at any point reaches
@@ -361,6 +384,7 @@ impl Deadline {
 impl Drop for Deadline {
     fn drop(&mut self) {
         if self.armed {
+            BELL_ARMED.store(false, Ordering::SeqCst);
             // SAFETY: as in disarm().
             unsafe {
                 disable_timeout(deadline_timeout_id(), false);
@@ -411,6 +435,92 @@ fn query_cancel_pending() -> bool {
 fn interrupt_pending() -> bool {
     // SAFETY: a sig_atomic_t read.
     unsafe { ptr::read_volatile(ptr::addr_of!(pg_sys::InterruptPending)) != 0 }
+}
+
+/// Set by the bell's SIGUSR1 watcher (in signal context) when another session rang.
+static BELL_RUNG: AtomicBool = AtomicBool::new(false);
+/// Whether a wait that the bell may cut short is armed.
+static BELL_ARMED: AtomicBool = AtomicBool::new(false);
+/// The SIGUSR1 handler that was installed before the bell's watcher, as an address.
+static PREVIOUS_SIGUSR1: AtomicUsize = AtomicUsize::new(0);
+
+/// A doorbell another session can ring: while it is installed, a SIGUSR1 records a ring (and,
+/// during a wait armed with the bell, cuts the wait short as pglock's own cancel), then goes
+/// on to PostgreSQL's handler, which treats a SIGUSR1 without a procsignal reason as a mere
+/// latch wake-up. So a ring never harms the process it reaches, whichever that is.
+pub struct Bell {
+    previous: libc::sigaction,
+}
+
+impl Bell {
+    pub fn install() -> Self {
+        BELL_RUNG.store(false, Ordering::SeqCst);
+        // SAFETY: plain sigaction calls; the watcher forwards to whatever was installed.
+        let previous = unsafe {
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGUSR1, ptr::null(), &mut previous);
+            PREVIOUS_SIGUSR1.store(previous.sa_sigaction, Ordering::SeqCst);
+            let mut watcher: libc::sigaction = previous;
+            watcher.sa_sigaction = if previous.sa_flags & libc::SA_SIGINFO != 0 {
+                watch_sigusr1_siginfo as *const () as usize
+            } else {
+                watch_sigusr1 as *const () as usize
+            };
+            libc::sigaction(libc::SIGUSR1, &watcher, ptr::null_mut());
+            previous
+        };
+        Bell { previous }
+    }
+
+    /// Whether the bell rang since the last call (or since it was installed).
+    pub fn take_ring(&self) -> bool {
+        BELL_RUNG.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Drop for Bell {
+    fn drop(&mut self) {
+        // SAFETY: restores exactly what install() found.
+        unsafe { libc::sigaction(libc::SIGUSR1, &self.previous, ptr::null_mut()) };
+    }
+}
+
+/// Rings the bell of the backend with this pid (SIGUSR1; harmless to any PostgreSQL process).
+pub fn ring(pid: i32) {
+    // SAFETY: sends a signal; an error (the process is gone) is of no interest.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+}
+
+fn bell_rang() {
+    BELL_RUNG.store(true, Ordering::SeqCst);
+    if BELL_ARMED.load(Ordering::SeqCst) {
+        request_query_cancel();
+    }
+}
+
+extern "C" fn watch_sigusr1(signo: libc::c_int) {
+    bell_rang();
+    let previous = PREVIOUS_SIGUSR1.load(Ordering::SeqCst);
+    if previous != libc::SIG_DFL && previous != libc::SIG_IGN {
+        // SAFETY: the address came from sa_sigaction of a handler without SA_SIGINFO.
+        let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(previous) };
+        handler(signo);
+    }
+}
+
+extern "C" fn watch_sigusr1_siginfo(
+    signo: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    bell_rang();
+    let previous = PREVIOUS_SIGUSR1.load(Ordering::SeqCst);
+    if previous != libc::SIG_DFL && previous != libc::SIG_IGN {
+        // SAFETY: the address came from sa_sigaction of a handler with SA_SIGINFO.
+        let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(previous) };
+        handler(signo, info, context);
+    }
 }
 
 /// SIGINT blocked for as long as this lives; the previous mask comes back on drop.

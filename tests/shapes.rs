@@ -543,3 +543,246 @@ fn an_upgrade_waits_for_shared_holders_and_goes_ahead_of_later_readers() {
     let rows = held_rows(&mut upgrader);
     assert_eq!(rows, vec![("ahead".to_owned(), 1)]);
 }
+
+/// 12 sessions share a semaphore of 3 slots for the soak's duration, with tiny and longer
+/// timeouts and both scopes: a counter table shows never more than 3 inside, and every call
+/// returns a slot or NULL within its timeout (generous bound).
+#[test]
+fn twelve_sessions_never_exceed_three_slots_and_every_waiter_is_served_or_times_out() {
+    let mut setup = session();
+    setup
+        .batch_execute(
+            "DROP TABLE IF EXISTS semaphore_inside;
+             CREATE TABLE semaphore_inside (holders int NOT NULL, most int NOT NULL);
+             INSERT INTO semaphore_inside VALUES (0, 0);",
+        )
+        .unwrap();
+    let until = Instant::now() + soak();
+    let served = Arc::new(AtomicU64::new(0));
+    let timed_out = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..12u64)
+        .map(|worker| {
+            let (served, timed_out) = (served.clone(), timed_out.clone());
+            thread::spawn(move || {
+                let (mut client, mut counter) = (session(), session());
+                let mut random = Random(0x2545_f491_4f6c_dd1d ^ ((worker + 3) * 0x9e37_79b9));
+                while Instant::now() < until {
+                    let timeout_ms = [0, 1, 5, 50, 300][random.below(5) as usize];
+                    let xact = random.below(2) == 0;
+                    let mut transaction = client.transaction().unwrap();
+                    let function = if xact {
+                        "xact_acquire_slot"
+                    } else {
+                        "acquire_slot"
+                    };
+                    let started = Instant::now();
+                    let slot: Option<i32> = transaction
+                        .query_one(
+                            &format!(
+                                "SELECT pglock.{function}('pool-of-3', 3, $1::text::interval)"
+                            ),
+                            &[&format!("{timeout_ms} ms")],
+                        )
+                        .unwrap_or_else(|error| panic!("acquire_slot failed: {error:?}"))
+                        .get(0);
+                    let waited = started.elapsed();
+                    assert!(
+                        waited < Duration::from_millis(timeout_ms) + Duration::from_secs(5),
+                        "a {timeout_ms} ms wait took {waited:?}"
+                    );
+                    let Some(slot) = slot else {
+                        timed_out.fetch_add(1, Ordering::Relaxed);
+                        transaction.commit().unwrap();
+                        continue;
+                    };
+                    assert!((0..3).contains(&slot));
+                    served.fetch_add(1, Ordering::Relaxed);
+                    // Counted from a second connection, in statements of their own, while the
+                    // slot is held (in a transaction scope slot's case, before the commit).
+                    let inside: i32 = counter
+                        .query_one(
+                            "UPDATE semaphore_inside SET holders = holders + 1,
+                                    most = greatest(most, holders + 1) RETURNING holders",
+                            &[],
+                        )
+                        .unwrap()
+                        .get(0);
+                    assert!(inside <= 3, "{inside} sessions inside a semaphore of 3");
+                    thread::sleep(Duration::from_millis(random.below(15)));
+                    counter
+                        .execute("UPDATE semaphore_inside SET holders = holders - 1", &[])
+                        .unwrap();
+                    transaction.commit().unwrap();
+                    if !xact {
+                        let released: bool = client
+                            .query_one("SELECT pglock.release_slot('pool-of-3', $1)", &[&slot])
+                            .unwrap()
+                            .get(0);
+                        assert!(released);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a worker failed");
+    }
+    let most: i32 = setup
+        .query_one("SELECT most FROM semaphore_inside", &[])
+        .unwrap()
+        .get(0);
+    let (served, timed_out) = (
+        served.load(Ordering::Relaxed),
+        timed_out.load(Ordering::Relaxed),
+    );
+    eprintln!("semaphore soak: {served} served, {timed_out} timed out, at most {most} inside");
+    assert!(most <= 3);
+    assert!(
+        served > 100 && timed_out > 0,
+        "{served} served, {timed_out} timed out"
+    );
+}
+
+fn slot_of(client: &mut Client, name: &str, slots: i32, timeout: &str) -> Option<i32> {
+    client
+        .query_one(
+            "SELECT pglock.acquire_slot($1, $2, $3::text::interval)",
+            &[&name, &slots, &timeout],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Waiters are served in the order they came, and a slot freed while the first in line sleeps
+/// on another slot reaches it through the bell, long before its sleep would end (the sleep is
+/// made 12 s long here by deadlock_timeout; the bound is generous).
+#[test]
+fn semaphore_waiters_are_served_in_arrival_order_and_woken_by_any_release() {
+    let (mut a, mut b, mut observer) = (session(), session(), session());
+    assert_eq!(slot_of(&mut a, "fifo", 2, "0"), Some(0));
+    assert_eq!(slot_of(&mut b, "fifo", 2, "0"), Some(1));
+    let mut waiters = Vec::new();
+    for order in 0..3 {
+        let mut client = session();
+        client.execute("SET deadlock_timeout = '10s'", &[]).unwrap();
+        let waiter_pid = pid(&mut client);
+        let handle = thread::spawn(move || {
+            let slot = slot_of(&mut client, "fifo", 2, "60 s");
+            (order, client, slot, Instant::now())
+        });
+        wait_until_waiting(&mut observer, waiter_pid);
+        waiters.push((waiter_pid, handle));
+    }
+    // The first waiter sleeps on one slot; free the other one.
+    let sleeping_on: i16 = observer
+        .query_one(
+            "SELECT objsubid FROM pg_locks WHERE pid = $1 AND NOT granted",
+            &[&waiters[0].0],
+        )
+        .unwrap()
+        .get(0);
+    let (holder, slot) = if sleeping_on % 256 == 0 {
+        (&mut b, 1)
+    } else {
+        (&mut a, 0)
+    };
+    let freed_at = Instant::now();
+    let released: bool = holder
+        .query_one("SELECT pglock.release_slot('fifo', $1)", &[&slot])
+        .unwrap()
+        .get(0);
+    assert!(released);
+    let (_, first) = waiters.remove(0);
+    let (order, _first_client, got, at) = first.join().unwrap();
+    assert_eq!((order, got), (0, Some(slot)));
+    assert!(
+        at.duration_since(freed_at) < Duration::from_secs(6),
+        "the first waiter was not woken by the release"
+    );
+    // The next two are still waiting, in order: each release serves the next one in line.
+    let (second_pid, second) = waiters.remove(0);
+    let (third_pid, third) = waiters.remove(0);
+    for waiter_pid in [second_pid, third_pid] {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted",
+                &[&waiter_pid],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(waiting, 1, "pid {waiter_pid} is still in line");
+    }
+    let (other, other_slot) = if slot == 0 { (&mut b, 1) } else { (&mut a, 0) };
+    let released: bool = other
+        .query_one("SELECT pglock.release_slot('fifo', $1)", &[&other_slot])
+        .unwrap()
+        .get(0);
+    assert!(released);
+    let (order, mut client, got, _) = second.join().unwrap();
+    assert_eq!(
+        (order, got),
+        (1, Some(other_slot)),
+        "the second in line came next"
+    );
+    let released: bool = client
+        .query_one("SELECT pglock.release_slot('fifo', $1)", &[&other_slot])
+        .unwrap()
+        .get(0);
+    assert!(released);
+    let (order, _, got, _) = third.join().unwrap();
+    assert_eq!((order, got), (2, Some(other_slot)));
+}
+
+#[test]
+fn a_deadlock_through_a_semaphore_is_detected() {
+    let (mut a, mut b, mut observer) = (session(), session(), session());
+    assert_eq!(slot_of(&mut a, "dead-sem", 1, "0"), Some(0));
+    assert!(common::try_lock(&mut b, "dead-lock"));
+    let b_pid = pid(&mut b);
+    let waiting_b = thread::spawn(move || {
+        let result = b.query_one("SELECT pglock.acquire_slot('dead-sem', 1, '60 s')", &[]);
+        // A victim keeps its session locks: let the other one through.
+        if result.is_err() {
+            assert!(common::unlock(&mut b, "dead-lock"));
+        }
+        (b, result)
+    });
+    wait_until_waiting(&mut observer, b_pid);
+    let a_result = a.query_one("SELECT pglock.lock('dead-lock', '60 s')", &[]);
+    let (_b, b_result) = waiting_b.join().unwrap();
+    let deadlocks = [a_result.err(), b_result.err()]
+        .iter()
+        .flatten()
+        .filter(|error| sqlstate(error) == Some(&SqlState::T_R_DEADLOCK_DETECTED))
+        .count();
+    assert_eq!(
+        deadlocks, 1,
+        "exactly one of the two is the deadlock's victim"
+    );
+}
+
+#[test]
+fn callers_that_disagree_on_the_slot_count_get_a_clear_error() {
+    let (mut a, mut b) = (session(), session());
+    assert_eq!(slot_of(&mut a, "disagree", 3, "0"), Some(0));
+    let error = b
+        .query_one("SELECT pglock.acquire_slot('disagree', 2, '1 s')", &[])
+        .expect_err("another count is refused");
+    assert_eq!(
+        common::code_and_message(&error),
+        (
+            "55000".to_owned(),
+            "semaphore is in use with a different number of slots".to_owned()
+        )
+    );
+    let released: bool = a
+        .query_one("SELECT pglock.release_slot('disagree', 0)", &[])
+        .unwrap()
+        .get(0);
+    assert!(released);
+    assert_eq!(
+        slot_of(&mut b, "disagree", 2, "1 s"),
+        Some(0),
+        "free again: any count"
+    );
+}

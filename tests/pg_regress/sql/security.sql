@@ -28,6 +28,13 @@ FROM pg_proc WHERE pronamespace = 'pglock'::regnamespace AND prosecdef;
 SELECT pglock.try_lock('trusted');
 SELECT name, key = pglock.key('trusted') AS right_key, mode, granted, pid = pg_backend_pid() AS mine
 FROM pglock.locks;
+-- The functions that read pg_locks (holders, is_free, the MySQL ones) and the lock shapes.
+SELECT pid = pg_backend_pid() AS mine, mode, scope FROM pglock.holders('trusted');
+SELECT pglock.is_free('trusted'), pglock.is_used_lock('trusted') = pg_backend_pid() AS mine,
+       pglock.release_lock('trusted');
+SELECT pglock.lock_all(ARRAY['trusted-a', 'trusted-b']), pglock.lock_upgradeable('trusted-u'),
+       pglock.acquire_slot('trusted-s', 2);
+SELECT name, mode, granted FROM pglock.locks ORDER BY name, mode;
 SELECT pglock.unlock_all();
 
 \c pglock_regress postgres

@@ -88,6 +88,35 @@ SELECT pglock.lock('doc');
 SELECT pglock.downgrade('doc');
 SELECT pglock.unlock('doc');
 
+-- Semaphores: slots are numbered from 0; one session may hold several.
+SELECT pglock.acquire_slot('pool', 2), pglock.acquire_slot('pool', 2, '0');
+SELECT name, mode, scope, depth FROM pglock.held();
+SELECT pglock.acquire_slot('pool', 2, '10 ms');
+SELECT name, mode, granted FROM pglock.locks WHERE pid = pg_backend_pid() ORDER BY mode;
+-- Every caller must agree on the count, this session too.
+SELECT pglock.acquire_slot('pool', 3, '0');
+SELECT pglock.release_slot('pool', 1), pglock.release_slot('pool', 1), pglock.release_slot('pool', 5);
+SELECT pglock.release_slot('pool', 0), pglock.release_slot('pool', 0);
+-- Released slots are taken again, and the queue lock is never left behind.
+SELECT pglock.acquire_slot('pool', 2, '0'), pglock.release_slot('pool', 0);
+SELECT count(*) AS advisory_locks_left FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+-- Transaction scope.
+BEGIN;
+SELECT pglock.xact_acquire_slot('pool', 3, '1 s');
+SELECT name, mode, scope FROM pglock.held();
+SELECT pglock.release_slot('pool', 0);
+COMMIT;
+SELECT count(*) AS advisory_locks_left FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+-- Bad input.
+SELECT pglock.acquire_slot('pool', 0);
+SELECT pglock.acquire_slot('pool', 101);
+SELECT pglock.acquire_slot('pool', NULL);
+SELECT pglock.acquire_slot('pool', 1, '-1 s');
+SELECT pglock.release_slot('pool', NULL);
+SELECT pglock.release_slot('never-used', 0);
+
 -- MySQL's functions: the same keyspace as pglock.lock().
 SELECT pglock.get_lock('job-a', 0), pglock.get_lock('job-a', -1), pglock.get_lock('job-a', 1.5);
 SELECT pglock.is_free_lock('job-a'), pglock.is_used_lock('job-a') = pg_backend_pid() AS mine;
