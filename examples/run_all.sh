@@ -4,7 +4,8 @@
 # Usage: PYTHON=/path/to/python-with-psycopg examples/run_all.sh
 set -euo pipefail
 cd "$(dirname "$0")"
-for example in skip_duplicate_job migration_lock leader_election worker_pool; do
+for example in skip_duplicate_job migration_lock leader_election worker_pool fan_out \
+    migration_with_readers; do
   echo "--- examples/$example.py"
   "${PYTHON:-python3}" "$example.py"
 done
