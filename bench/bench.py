@@ -819,6 +819,171 @@ def bench_peers(pg, workdir, clients, seconds, rounds, out):
         out.append("")
 
 
+# Lock shapes (0.3.0): lock_all against the same locks one by one, a contended semaphore, and
+# how soon wait_released returns after a release.
+
+def names_for(count):
+    return [f"shape-{i}" for i in range(count)]
+
+
+def lock_all_scripts(bench, count):
+    names = names_for(count)
+    array = "ARRAY[" + ", ".join(f"'{n}'" for n in names) + "]"
+    one_statement = ", ".join(f"pglock.lock('{n}')" for n in names)
+    one_unlock = ", ".join(f"pglock.unlock('{n}')" for n in names)
+    # A client that sorts its names and takes them one round trip each (what a library does).
+    loop_lock = "\n".join(f"SELECT pglock.lock('{n}');" for n in sorted(names))
+    loop_unlock = "\n".join(f"SELECT pglock.unlock('{n}');" for n in sorted(names))
+    return {
+        f"lock_all({count} names) + unlock_all": bench.script(
+            f"lock-all-{count}", f"SELECT pglock.lock_all({array});\n"
+                                 f"SELECT pglock.unlock_all({array});"),
+        f"{count} × lock() in one statement": bench.script(
+            f"lock-one-statement-{count}", f"SELECT {one_statement};\nSELECT {one_unlock};"),
+        f"{count} × lock(), one round trip each": bench.script(
+            f"lock-loop-{count}", loop_lock + "\n" + loop_unlock),
+    }
+
+
+SEMAPHORE_HELPERS = """
+CREATE FUNCTION bench_poll_slot(name text, slots int) RETURNS int
+LANGUAGE plpgsql AS $$
+BEGIN
+    LOOP
+        FOR slot IN 0 .. slots - 1 LOOP
+            IF pglock.try_lock(name || ':' || slot) THEN
+                RETURN slot;
+            END IF;
+        END LOOP;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
+END $$;
+"""
+
+SEMAPHORE = {
+    "pglock.acquire_slot(name, 3)": """
+        SELECT pglock.acquire_slot('bench-pool', 3, '30 s') AS slot \\gset
+        SELECT pg_sleep(0.002);
+        SELECT pglock.release_slot('bench-pool', :slot);
+    """,
+    "polling try_lock on 3 names + pg_sleep(0.001)": """
+        SELECT bench_poll_slot('bench-poll', 3) AS slot \\gset
+        SELECT pg_sleep(0.002);
+        SELECT pglock.unlock('bench-poll:' || :slot);
+    """,
+}
+
+
+def wake_up_latency(pg, waiter_sql, rounds):
+    """Milliseconds from a release to the waiter's return, as the server's clock says:
+    session A holds 'wake' (pglock.lock), B runs `waiter_sql` and waits, A releases."""
+    import psycopg
+
+    conninfo = f"host={pg.dir} port=5432 user=postgres dbname=postgres"
+    holder = psycopg.connect(conninfo, autocommit=True)
+    waiter = psycopg.connect(conninfo, autocommit=True)
+    observer = psycopg.connect(conninfo, autocommit=True)
+    waiter_pid = waiter.execute("SELECT pg_backend_pid()").fetchone()[0]
+    latencies = []
+    try:
+        for _ in range(rounds):
+            holder.execute("SELECT pglock.lock('wake')")
+            result = {}
+
+            def wait():
+                result["at"] = waiter.execute(
+                    f"SELECT {waiter_sql}, clock_timestamp()").fetchone()[1]
+
+            import threading
+            thread = threading.Thread(target=wait)
+            thread.start()
+            deadline = time.time() + 10
+            while not observer.execute(
+                    "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
+                    (waiter_pid,)).fetchone()[0]:
+                if waiter_sql.startswith("bench_wait_by_polling") and time.time() > deadline - 9.9:
+                    break  # a poller never shows as waiting; give it 0.1 s to start polling
+                assert time.time() < deadline, "the waiter never waited"
+                time.sleep(0.001)
+            released_at = holder.execute("SELECT pglock.unlock('wake'), clock_timestamp()"
+                                         ).fetchone()[1]
+            thread.join()
+            latencies.append((result["at"] - released_at).total_seconds() * 1000)
+            waiter.execute("SELECT pglock.unlock_all()")
+    finally:
+        for conn in (holder, waiter, observer):
+            conn.close()
+    return sorted(latencies)
+
+
+WAKE_HELPERS = """
+CREATE FUNCTION bench_wait_by_polling(name text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    WHILE NOT pglock.is_free(name) LOOP
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RETURN true;
+END $$;
+"""
+
+
+def bench_shapes(bench, pg, rounds, quick, out):
+    out.append("## Lock shapes\n")
+    out.append("### Many locks at once: lock_all against the same locks one by one\n")
+    out.append("One client, uncontended: one transaction is taking every lock and releasing "
+               "them all. Transactions/s, median (min–max) of the interleaved rounds.\n")
+    out.append("| locks | lock_all + unlock_all | N × lock() in one statement | "
+               "N × lock(), one round trip each | lock_all over one-by-one |")
+    out.append("|---|---|---|---|---|")
+    for count in (1, 4, 16):
+        scripts = lock_all_scripts(bench, count)
+        tps = interleaved(list(scripts), rounds, lambda v: bench.run(scripts[v], 1)[0])
+        names = list(scripts)
+        out.append(f"| {count} | {fmt_tps(tps[names[0]])} | {fmt_tps(tps[names[1]])} | "
+                   f"{fmt_tps(tps[names[2]])} | {ratio(tps[names[0]], tps[names[2]]):.2f} |")
+    out.append("")
+
+    pg.sql(SEMAPHORE_HELPERS)
+    scripts = {name: bench.script(f"semaphore-{i}", body)
+               for i, (name, body) in enumerate(SEMAPHORE.items())}
+    results = {}
+    for name in scripts:
+        results[name] = [bench.run(scripts[name], 12, protocol="simple", log=True)
+                         for _ in range(rounds)]
+    out.append("### A semaphore of 3 slots, 12 clients\n")
+    out.append("Each client takes a slot, holds it 2 ms, gives it back. Latency is the whole "
+               "cycle (including the wait for a slot); Jain's index over the clients' counts "
+               "(1.00 = perfectly even).\n")
+    out.append("| variant | cycles/s | p50 ms | p99 ms | max ms | fairness (Jain) |")
+    out.append("|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        latencies = sorted(l for _, lat, _ in runs for l in lat)
+        fairness = statistics.median(jain(counts) for _, _, counts in runs)
+        out.append(f"| {name} | {fmt_tps([tps for tps, _, _ in runs])} | "
+                   f"{percentile(latencies, 50):.1f} | {percentile(latencies, 99):.1f} | "
+                   f"{latencies[-1]:.1f} | {fairness:.2f} |")
+    out.append("")
+
+    pg.sql(WAKE_HELPERS)
+    samples = 50 if quick else 200
+    waiters = {
+        "pglock.wait_released('wake')": "pglock.wait_released('wake', '10 s')",
+        "pglock.lock('wake') (then given back)": "pglock.lock('wake', '10 s')",
+        "polling pglock.is_free every 10 ms": "bench_wait_by_polling('wake')",
+    }
+    out.append("### wait_released: from a release to the waiter's return\n")
+    out.append(f"{samples} releases each; milliseconds by the server's clock, between the "
+               "holder's unlock and the waiter's return.\n")
+    out.append("| waiter | p50 ms | p99 ms | max ms |")
+    out.append("|---|---|---|---|")
+    for name, sql in waiters.items():
+        latencies = wake_up_latency(pg, sql, samples)
+        out.append(f"| {name} | {percentile(latencies, 50):.3f} | "
+                   f"{percentile(latencies, 99):.3f} | {latencies[-1]:.3f} |")
+    out.append("")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer clients, shorter runs")
@@ -844,6 +1009,7 @@ def main():
         bench_in_server(args.pg_config, workdir, pg, bench, 5, 50_000 if quick else 200_000, out)
         bench_contended(bench, clients_list, rounds, out)
         bench_held(bench, pg, rounds, out)
+        bench_shapes(bench, pg, rounds, quick, out)
         if not args.skip_peers:
             bench_peers(pg, workdir, 8, 2 if quick else 4, rounds, out)
         commands = bench.commands
