@@ -63,6 +63,26 @@ impl FromDatum for LockName<'_> {
     }
 }
 
+/// Function arguments of a type read by its FromDatum (the SQL type impl_sql_translatable!
+/// declares): NULL raises `$null` where the function takes the type itself.
+macro_rules! arg_through_from_datum {
+    ($type:ident, $null:path) => {
+        unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for $type<'fcx> {
+            unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+                // SAFETY: pglock declares these arguments with the SQL type FromDatum reads.
+                unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| $null())
+            }
+
+            unsafe fn unbox_nullable_arg(
+                arg: pgrx::callconv::Arg<'_, 'fcx>,
+            ) -> pgrx::nullable::Nullable<Self> {
+                // SAFETY: as above.
+                unsafe { arg.unbox_arg_using_from_datum() }.into()
+            }
+        }
+    };
+}
+
 /// A `text[]` argument of lock names, each element read as [`LockName`] reads one (NULL
 /// elements stay None, for the caller to refuse).
 pub struct LockNames<'a>(pub Vec<Option<LockName<'a>>>);
@@ -97,19 +117,7 @@ impl FromDatum for LockNames<'_> {
     }
 }
 
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for LockNames<'fcx> {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        // SAFETY: pglock declares these arguments as text[], which is what FromDatum reads.
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| errors::null_name_array())
-    }
-
-    unsafe fn unbox_nullable_arg(
-        arg: pgrx::callconv::Arg<'_, 'fcx>,
-    ) -> pgrx::nullable::Nullable<Self> {
-        // SAFETY: as above.
-        unsafe { arg.unbox_arg_using_from_datum() }.into()
-    }
-}
+arg_through_from_datum!(LockNames, errors::null_name_array);
 
 impl_sql_translatable!(LockNames<'_>, "text[]");
 
@@ -145,19 +153,7 @@ fn convert(bytes: &[u8], direction: Direction) -> Cow<'_, [u8]> {
     }
 }
 
-unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for LockName<'fcx> {
-    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
-        // SAFETY: pglock declares these arguments as text, which is what FromDatum reads.
-        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or_else(|| errors::null_name())
-    }
-
-    unsafe fn unbox_nullable_arg(
-        arg: pgrx::callconv::Arg<'_, 'fcx>,
-    ) -> pgrx::nullable::Nullable<Self> {
-        // SAFETY: as above.
-        unsafe { arg.unbox_arg_using_from_datum() }.into()
-    }
-}
+arg_through_from_datum!(LockName, errors::null_name);
 
 impl_sql_translatable!(LockName<'_>, "text");
 

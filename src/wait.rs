@@ -500,12 +500,7 @@ fn bell_rang() {
 
 extern "C" fn watch_sigusr1(signo: libc::c_int) {
     bell_rang();
-    let previous = PREVIOUS_SIGUSR1.load(Ordering::SeqCst);
-    if previous != libc::SIG_DFL && previous != libc::SIG_IGN {
-        // SAFETY: the address came from sa_sigaction of a handler without SA_SIGINFO.
-        let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(previous) };
-        handler(signo);
-    }
+    forward(&PREVIOUS_SIGUSR1, signo, None);
 }
 
 extern "C" fn watch_sigusr1_siginfo(
@@ -514,13 +509,7 @@ extern "C" fn watch_sigusr1_siginfo(
     context: *mut libc::c_void,
 ) {
     bell_rang();
-    let previous = PREVIOUS_SIGUSR1.load(Ordering::SeqCst);
-    if previous != libc::SIG_DFL && previous != libc::SIG_IGN {
-        // SAFETY: the address came from sa_sigaction of a handler with SA_SIGINFO.
-        let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { std::mem::transmute(previous) };
-        handler(signo, info, context);
-    }
+    forward(&PREVIOUS_SIGUSR1, signo, Some((info, context)));
 }
 
 /// SIGINT blocked for as long as this lives; the previous mask comes back on drop.
@@ -574,12 +563,7 @@ fn restore_sigint(previous: &libc::sigaction) {
 
 extern "C" fn watch_sigint(signo: libc::c_int) {
     SIGINT_SEEN.store(true, Ordering::SeqCst);
-    let previous = PREVIOUS_SIGINT.load(Ordering::SeqCst);
-    if previous != libc::SIG_DFL && previous != libc::SIG_IGN {
-        // SAFETY: the address came from sa_sigaction of a handler without SA_SIGINFO.
-        let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(previous) };
-        handler(signo);
-    }
+    forward(&PREVIOUS_SIGINT, signo, None);
 }
 
 extern "C" fn watch_sigint_siginfo(
@@ -588,11 +572,32 @@ extern "C" fn watch_sigint_siginfo(
     context: *mut libc::c_void,
 ) {
     SIGINT_SEEN.store(true, Ordering::SeqCst);
-    let previous = PREVIOUS_SIGINT.load(Ordering::SeqCst);
-    if previous != libc::SIG_DFL && previous != libc::SIG_IGN {
-        // SAFETY: the address came from sa_sigaction of a handler with SA_SIGINFO.
-        let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { std::mem::transmute(previous) };
-        handler(signo, info, context);
+    forward(&PREVIOUS_SIGINT, signo, Some((info, context)));
+}
+
+/// Passes a signal on to the handler a watcher stands in front of (`previous`, an address from
+/// sa_sigaction): with the siginfo arguments when that handler was installed with SA_SIGINFO
+/// (then the watcher was too, and `siginfo` is Some), without them otherwise.
+fn forward(
+    previous: &AtomicUsize,
+    signo: libc::c_int,
+    siginfo: Option<(*mut libc::siginfo_t, *mut libc::c_void)>,
+) {
+    let previous = previous.load(Ordering::SeqCst);
+    if previous == libc::SIG_DFL || previous == libc::SIG_IGN {
+        return;
+    }
+    match siginfo {
+        Some((info, context)) => {
+            // SAFETY: the address came from sa_sigaction of a handler with SA_SIGINFO.
+            let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(previous) };
+            handler(signo, info, context);
+        }
+        None => {
+            // SAFETY: the address came from sa_sigaction of a handler without SA_SIGINFO.
+            let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(previous) };
+            handler(signo);
+        }
     }
 }

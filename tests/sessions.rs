@@ -690,14 +690,7 @@ fn a_timed_wait_that_returns_false_never_leaves_a_lock_behind() {
                         continue;
                     }
                     timed_out += 1;
-                    let left: i64 = client
-                        .query_one(
-                            "SELECT count(*) FROM pg_locks
-                             WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
-                            &[],
-                        )
-                        .unwrap()
-                        .get(0);
+                    let left = common::own_advisory_locks(&mut client);
                     assert_eq!(
                         left, 0,
                         "a timed-out wait left a lock held (round {rounds})"

@@ -102,14 +102,7 @@ fn sixteen_sessions_locking_overlapping_sets_in_any_order_never_deadlock_or_over
                             left.is_empty(),
                             "a timed-out {function}({names:?}) left {left:?} behind"
                         );
-                        let in_lock_table: i64 = transaction
-                            .query_one(
-                                "SELECT count(*) FROM pg_locks
-                                 WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
-                                &[],
-                            )
-                            .unwrap()
-                            .get(0);
+                        let in_lock_table = common::own_advisory_locks(&mut transaction);
                         assert_eq!(in_lock_table, 0, "a timed-out {function} left a lock");
                         transaction.commit().unwrap();
                         continue;

@@ -97,3 +97,15 @@ pub fn code_and_message(error: &postgres::Error) -> (String, String) {
         .unwrap_or_else(|| panic!("a server error, not {error:?}"));
     (db.code().code().to_owned(), db.message().to_owned())
 }
+
+/// How many advisory locks (held or awaited, any keyspace) this session has in pg_locks,
+/// which sees every hold, not only the ones pglock recorded.
+pub fn own_advisory_locks(client: &mut impl postgres::GenericClient) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
