@@ -1,6 +1,6 @@
 -- pglock 0.2.0 -> 0.3.0: lock shapes (many locks at once, waiting for a release, who holds a
--- lock, upgradeable locks, semaphores, MySQL's GET_LOCK family), and pglock.locks showing
--- upgradeable holds and semaphore slots.
+-- lock, upgradeable locks, semaphores, MySQL's GET_LOCK family), fencing tokens, and
+-- pglock.locks showing upgradeable holds and semaphore slots.
 \echo Use "ALTER EXTENSION pglock UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Many locks at once, all or nothing, in ascending key order under one deadline.
@@ -248,6 +248,53 @@ CREATE FUNCTION pglock.release_slot(
 VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'release_slot_wrapper';
+
+-- Fencing tokens: a number with each fenced hold, greater than every token returned before.
+
+CREATE FUNCTION pglock.lock_fenced(
+    name text,
+    timeout interval DEFAULT NULL
+) RETURNS bigint
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'lock_fenced_wrapper';
+
+CREATE FUNCTION pglock.try_lock_fenced(
+    name text
+) RETURNS bigint
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'try_lock_fenced_wrapper';
+
+CREATE FUNCTION pglock.xact_lock_fenced(
+    name text,
+    timeout interval DEFAULT NULL
+) RETURNS bigint
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'xact_lock_fenced_wrapper';
+
+CREATE FUNCTION pglock.try_xact_lock_fenced(
+    name text
+) RETURNS bigint
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'try_xact_lock_fenced_wrapper';
+
+CREATE FUNCTION pglock.token(
+    name text
+) RETURNS bigint
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'token_wrapper';
+
+CREATE FUNCTION pglock.fence_ok(
+    name text,
+    token bigint
+) RETURNS boolean
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'fence_ok_wrapper';
 
 -- MySQL's user-level lock functions.
 

@@ -108,3 +108,53 @@ pub unsafe fn pids_in_conflict(tag: &pg_sys::LOCKTAG, lockmode: pg_sys::LOCKMODE
     }
     pids
 }
+
+unsafe extern "C-unwind" {
+    /// replication/message.h, which pgrx does not bind; PostgreSQL 17 added `flush`.
+    #[cfg(any(feature = "pg15", feature = "pg16"))]
+    fn LogLogicalMessage(
+        prefix: *const std::ffi::c_char,
+        message: *const std::ffi::c_char,
+        size: usize,
+        transactional: bool,
+    ) -> pg_sys::XLogRecPtr;
+    #[cfg(any(feature = "pg17", feature = "pg18"))]
+    fn LogLogicalMessage(
+        prefix: *const std::ffi::c_char,
+        message: *const std::ffi::c_char,
+        size: usize,
+        transactional: bool,
+        flush: bool,
+    ) -> pg_sys::XLogRecPtr;
+}
+
+/// Writes a non-transactional logical message (prefix "pglock") to the WAL and returns the
+/// position just past it.
+///
+/// # Safety
+/// Not during recovery (XLogInsert refuses); inside a transaction.
+pub unsafe fn log_message(message: &[u8]) -> pg_sys::XLogRecPtr {
+    let prefix = c"pglock";
+    // SAFETY: a NUL-terminated prefix and `message.len()` readable bytes.
+    unsafe {
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        {
+            LogLogicalMessage(
+                prefix.as_ptr(),
+                message.as_ptr().cast(),
+                message.len(),
+                false,
+            )
+        }
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        {
+            LogLogicalMessage(
+                prefix.as_ptr(),
+                message.as_ptr().cast(),
+                message.len(),
+                false,
+                true,
+            )
+        }
+    }
+}

@@ -267,3 +267,23 @@ pub fn every_slot_held(slots: u8) -> ! {
         .set_hint("Release a slot with pglock.release_slot() first."),
     )
 }
+
+pub fn fencing_on_standby() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "cannot take a fenced lock on a hot standby",
+            function_name!(),
+        )
+        .set_detail("A fencing token is a position in the WAL, which only the primary writes.")
+        .set_hint("Connect to the primary."),
+    )
+}
+
+pub fn null_token() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        "fencing token must not be null",
+        function_name!(),
+    ))
+}

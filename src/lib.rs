@@ -5,6 +5,7 @@ mod backend;
 mod compat;
 mod errors;
 mod fast_hash;
+mod fencing;
 mod key;
 mod key_cache;
 mod lockmgr;

@@ -28,6 +28,8 @@ struct Entry {
     /// The lock's LOCALLOCK entry as the last try handed it back, to read counts without the
     /// lock manager (checked before every use: see LocalEntry).
     local: Option<LocalEntry>,
+    /// The fencing token of the current hold, if a fenced acquisition began or joined it.
+    token: Option<i64>,
 }
 
 impl Entry {
@@ -45,6 +47,9 @@ impl Entry {
         }
         if holds.transaction == 0 {
             self.transaction_since = None;
+        }
+        if holds == Holds::default() {
+            self.token = None;
         }
         holds != Holds::default()
     }
@@ -264,8 +269,11 @@ impl Registry {
     fn transaction_ended(&mut self) {
         for (lock, entry) in self.entries.iter_mut() {
             entry.transaction_since = None;
-            if entry.session_since.is_some() && lock.holds_via(entry.local).session == 0 {
+            if (entry.session_since.is_some() || entry.token.is_some())
+                && lock.holds_via(entry.local).session == 0
+            {
                 entry.session_since = None;
+                entry.token = None;
             }
         }
     }
@@ -278,6 +286,25 @@ fn transaction_ended() {
     REGISTRY.with(|registry| {
         if let Ok(mut registry) = registry.try_borrow_mut() {
             registry.transaction_ended();
+        }
+    });
+}
+
+/// The fencing token of this session's current hold of `lock`, if it holds it and a fenced
+/// acquisition gave the hold one.
+pub fn token(lock: AdvisoryLock) -> Option<i64> {
+    REGISTRY.with_borrow_mut(|registry| {
+        let entry = registry.entries.get_mut(&lock)?;
+        entry.forget_ended(lock.holds_via(entry.local));
+        entry.token
+    })
+}
+
+/// Gives the current hold of `lock` (which pglock just acquired) its fencing token.
+pub fn set_token(lock: AdvisoryLock, token: i64) {
+    REGISTRY.with_borrow_mut(|registry| {
+        if let Some(entry) = registry.entries.get_mut(&lock) {
+            entry.token = Some(token);
         }
     });
 }
