@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 for example in skip_duplicate_job migration_lock leader_election worker_pool fan_out \
-    migration_with_readers; do
+    migration_with_readers fencing; do
   echo "--- examples/$example.py"
   "${PYTHON:-python3}" "$example.py"
 done

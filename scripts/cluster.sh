@@ -4,7 +4,8 @@
 # Source after scripts/setup.sh.
 
 # cluster_start PG_CONFIG [postgres -c settings...]: sets PGHOST, PGPORT, PGUSER, PGDATABASE,
-# PGLOCK_CLUSTER_DIR (with server.log) and PGLOCK_CLUSTER_BINDIR.
+# PGLOCK_CLUSTER_DIR (with server.log), PGLOCK_CLUSTER_BINDIR and PGLOCK_CLUSTER_OPTIONS (the
+# server's command-line options, to start it again).
 cluster_start() {
   PGLOCK_CLUSTER_BINDIR=$("$1" --bindir)
   shift
@@ -22,7 +23,9 @@ cluster_start() {
   sudo -u postgres env RUST_BACKTRACE=1 "$PGLOCK_CLUSTER_BINDIR/pg_ctl" \
     -D "$PGLOCK_CLUSTER_DIR/data" -l "$PGLOCK_CLUSTER_DIR/server.log" -w -o "$options" start >/dev/null
   export PGHOST=$PGLOCK_CLUSTER_DIR PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
-  export PGLOCK_CLUSTER_DIR PGLOCK_CLUSTER_BINDIR  # for the test scripts that read the log
+  # For the test scripts that read the log or restart the server.
+  PGLOCK_CLUSTER_OPTIONS=$options
+  export PGLOCK_CLUSTER_DIR PGLOCK_CLUSTER_BINDIR PGLOCK_CLUSTER_OPTIONS
 }
 
 cluster_stop() {

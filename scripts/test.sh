@@ -12,7 +12,10 @@
 #      during a wait;
 #   4. examples/: go-pglock's use cases as runnable Python scripts that assert their outcome,
 #      and tests/server: checks that read the server log;
-#   5. PgBouncer in transaction pooling mode in front of the cluster (tests/clients/pooler.sh).
+#   5. PgBouncer in transaction pooling mode in front of the cluster (tests/clients/pooler.sh);
+#   6. fencing tokens across `pg_ctl restart -m immediate` and SIGKILL of the postmaster
+#      (tests/server/fencing_restart.sh), and across failover to a synchronous standby
+#      (tests/standby/failover.py), which ends the cluster.
 # Installs whatever is missing first (scripts/setup.sh). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,12 +33,10 @@ chown postgres: "$work"
 tests=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||' | sort)
 specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | sort)
 
-# standby_test PG_CONFIG: makes a streaming standby of the running cluster with pg_basebackup
-# and runs tests/standby against it.
-standby_test() {
-  local bindir=$PGLOCK_CLUSTER_BINDIR standby
-  "$bindir/psql" -qX -c 'CREATE DATABASE pglock_standby'
-  "$bindir/psql" -qX -d pglock_standby -c 'CREATE EXTENSION pglock'
+# start_standby: makes a streaming standby of the running cluster with pg_basebackup and
+# starts it on port 5433 with its socket in $standby (a new directory).
+start_standby() {
+  local bindir=$PGLOCK_CLUSTER_BINDIR
   standby=$(mktemp -d /tmp/pglock-standby.XXXXXX)
   chmod 755 "$standby"
   chown postgres: "$standby"
@@ -46,18 +47,50 @@ standby_test() {
   # pg_basebackup -R writes every option its own libpq knows; the standby's walreceiver may load
   # an older system libpq (the PyPI builds do), which rejects the newer ones (sslcertmode).
   # Only these are needed; a later line of the file wins.
-  echo "primary_conninfo = 'host=$PGHOST port=$PGPORT user=postgres'" |
+  echo "primary_conninfo = 'host=$PGHOST port=$PGPORT user=postgres application_name=standby'" |
     sudo -u postgres tee -a "$standby/data/postgresql.auto.conf" >/dev/null
   sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -l "$standby/server.log" -w \
     -o "-c listen_addresses='' -k $standby -p 5433 -c hot_standby=on -c max_standby_streaming_delay=200ms" \
     start >/dev/null
+}
+
+stop_standby() {
+  sudo -u postgres "$PGLOCK_CLUSTER_BINDIR/pg_ctl" -D "$standby/data" -m immediate stop \
+    >/dev/null 2>&1 || true
+  rm -rf "$standby"
+}
+
+# standby_test PG_CONFIG: runs tests/standby against a streaming standby of the running cluster.
+standby_test() {
+  "$PGLOCK_CLUSTER_BINDIR/psql" -qX -c 'CREATE DATABASE pglock_standby'
+  "$PGLOCK_CLUSTER_BINDIR/psql" -qX -d pglock_standby -c 'CREATE EXTENSION pglock'
+  start_standby
   local status=0
   regress "$("$1" --pkglibdir)/pgxs/src/test/regress/pg_regress" tests/standby \
     "$work/standby-$major" --host="$standby" --port=5433 --use-existing \
     --dbname=pglock_standby standby || status=$?
   tests/standby/recovery_conflict.sh "$standby" 5433 pglock_standby || status=$?
-  sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -m immediate stop >/dev/null
-  rm -rf "$standby"
+  stop_standby
+  return $status
+}
+
+# failover_test: makes the standby synchronous, then stops the primary and promotes the
+# standby (tests/standby/failover.py). The cluster is gone afterwards: run it last.
+failover_test() {
+  start_standby
+  "$PGLOCK_CLUSTER_BINDIR/psql" -qX -c "ALTER SYSTEM SET synchronous_standby_names = '*'" \
+    -c 'SELECT pg_reload_conf()' >/dev/null
+  local tries=600
+  until [ "$("$PGLOCK_CLUSTER_BINDIR/psql" -qXAt -c \
+      "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")" = 1 ]; do
+    ((tries--)) || { log "the standby never became synchronous"; stop_standby; return 1; }
+    sleep 0.1
+  done
+  local status=0
+  PRIMARY_HOST=$PGHOST PRIMARY_PORT=$PGPORT STANDBY_HOST=$standby STANDBY_PORT=5433 \
+    timeout 300 "$PGLOCK_PYTHON" tests/standby/failover.py "$PGLOCK_CLUSTER_DIR/data" \
+    "$standby/data" "$PGLOCK_CLUSTER_BINDIR" || status=$?
+  stop_standby
   return $status
 }
 
@@ -110,6 +143,12 @@ for major in "${majors[@]}"; do
 
   log "PostgreSQL $major: behind PgBouncer in transaction pooling mode"
   PYTHON=$PGLOCK_PYTHON bash tests/clients/pooler.sh
+
+  log "PostgreSQL $major: fencing tokens across a restart and a crash"
+  tests/server/fencing_restart.sh
+
+  log "PostgreSQL $major: fencing tokens across failover to a synchronous standby"
+  failover_test
   cluster_stop
 done
 log "all tests passed on PostgreSQL ${majors[*]}"
