@@ -33,7 +33,7 @@ def worker(name, arrival):
             most_inside = max(most_inside, len(inside))
             served.append(name)
         say(name, f"rendering in slot {slot}")
-        time.sleep(0.3)
+        time.sleep(1.0)
         with count_lock:
             inside.discard(slot)
         assert conn.execute("SELECT pglock.release_slot('renderers', %s)", (slot,)).fetchone()[0]
@@ -42,8 +42,9 @@ def worker(name, arrival):
     return work
 
 
-# Workers arrive 150 ms apart, so the line has a clear order.
-run_all(*(worker(f"worker-{i}", 0.15 * i) for i in range(10)))
+# Workers arrive 100 ms apart and render for a second: the first three are inside by 0.2 s,
+# and the other seven are all in line, in a clear order, before the first one is done.
+run_all(*(worker(f"worker-{i}", 0.1 * i) for i in range(10)))
 assert len(served) == 10, served
 assert most_inside == SLOTS, most_inside
 # The first three went straight in; the others were served in the order they lined up.

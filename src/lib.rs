@@ -46,13 +46,8 @@ pub extern "C-unwind" fn _PG_init() {
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pglock".as_ptr()) };
 }
 
-// The schema is created by CREATE EXTENSION (pglock.control names it); every role may use
-// it, as every role may call the built-in advisory lock functions.
-pgrx::extension_sql!(
-    "GRANT USAGE ON SCHEMA pglock TO PUBLIC;",
-    name = "grant_schema_usage",
-    finalize
-);
+// The schema grant and a comment on every function, after everything else.
+pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

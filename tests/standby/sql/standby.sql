@@ -24,3 +24,20 @@ SELECT pglock.try_lock('on-standby'), pglock.lock('on-standby', '1 second');
 SELECT name, mode, scope, depth FROM pglock.held();
 SELECT pglock.unlock_all();
 RESET pglock.allow_on_standby;
+
+-- The 0.3.0 functions: taking is refused as above, looking works.
+SELECT pglock.lock_all(ARRAY['on-standby', 'also-on-standby']);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.acquire_slot('on-standby', 2, '0');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.get_lock('on-standby', 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.is_free('on-standby'), pglock.is_used_lock('on-standby'),
+       count(*) AS holders FROM pglock.holders('on-standby');
+-- A fencing token is a WAL position: refused even with standby-local locks allowed.
+SET pglock.allow_on_standby = on;
+SELECT pglock.try_lock_fenced('on-standby');
+SELECT pglock.lock_upgradeable('on-standby', '1 second'), pglock.is_free('on-standby');
+SELECT name, mode FROM pglock.held();
+SELECT pglock.unlock_all();
+RESET pglock.allow_on_standby;
