@@ -233,16 +233,25 @@ impl AdvisoryLock {
         if !self.is_held() {
             return Holds::default();
         }
-        let tag = self.tag();
+        // SAFETY: the entry is live (the lock is held) and read before anything changes it.
+        unsafe { holds_of(self.held_entry(&self.tag())) }
+    }
+
+    /// The live LOCALLOCK entry of a lock this backend holds: LockAcquireExtended hands it back
+    /// when asked for the lock again, which for a held lock is a purely local count increment
+    /// (no shared memory, no conflict check); the extra session hold is released at once, a
+    /// purely local decrement, so nothing a caller could observe changes.
+    ///
+    /// The caller knows the lock is held; the entry stays valid until a hold is released.
+    fn held_entry(self, tag: &pg_sys::LOCKTAG) -> *mut pg_sys::LOCALLOCK {
         let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
-        // SAFETY: see above; nLocks > 0 guarantees LOCKACQUIRE_ALREADY_HELD.
+        // SAFETY: nLocks > 0 guarantees LOCKACQUIRE_ALREADY_HELD, and the entry outlives the
+        // release of the extra hold (other holds remain).
         unsafe {
-            acquire_extended(&tag, self.mode.lockmode(), true, true, &mut locallock);
-            let mut holds = holds_of(locallock);
-            holds.session -= 1;
-            pg_sys::LockRelease(&tag, self.mode.lockmode(), true);
-            holds
+            acquire_extended(tag, self.mode.lockmode(), true, true, &mut locallock);
+            pg_sys::LockRelease(tag, self.mode.lockmode(), true);
         }
+        locallock
     }
 
     /// Releases one hold in `scope` and returns the holds left, or `None` (without
@@ -281,13 +290,10 @@ impl AdvisoryLock {
     ///
     /// The caller knows the backend holds the lock in transaction scope.
     fn release_transaction_hold(self, tag: &pg_sys::LOCKTAG) {
-        let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
-        // SAFETY: the lock is held, so this is a purely local count increment that hands back
-        // the live LOCALLOCK (undone at once); its owners are read before anything changes
-        // them, and CurrentResourceOwner is restored right after LockRelease.
+        let locallock = self.held_entry(tag);
+        // SAFETY: the live entry's owners are read before anything changes them, and
+        // CurrentResourceOwner is restored right after LockRelease.
         unsafe {
-            acquire_extended(tag, self.mode.lockmode(), true, true, &mut locallock);
-            pg_sys::LockRelease(tag, self.mode.lockmode(), true);
             let entry = &*locallock;
             let owners = std::slice::from_raw_parts(entry.lockOwners, entry.numLockOwners as usize);
             let current = pg_sys::CurrentResourceOwner;

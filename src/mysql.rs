@@ -2,8 +2,6 @@
 //! applications moving from MySQL. They are session locks on the same keys as pglock.lock(),
 //! so the two surfaces exclude each other; README lists every difference that remains.
 
-use std::borrow::Cow;
-
 use pgrx::prelude::*;
 
 use crate::errors;
@@ -17,14 +15,15 @@ use crate::wait::Wait;
 /// MySQL's limit on a user-level lock name, in characters.
 const MAX_NAME_CHARS: usize = 64;
 
-/// The name checked as pglock checks every name, then against MySQL's 64-character limit.
-fn checked(name: Option<LockName>) -> Cow<str> {
+/// The exclusive lock on a name checked as pglock checks every name, then against MySQL's
+/// 64-character limit.
+fn request(name: Option<LockName>) -> LockRequest {
     let name = LockName::checked(name);
     let chars = name.chars().count();
     if chars > MAX_NAME_CHARS {
         errors::mysql_name_too_long(chars, MAX_NAME_CHARS);
     }
-    name
+    LockRequest::for_name(name, Mode::Exclusive)
 }
 
 /// A MySQL timeout in seconds: negative waits without limit, 0 tries once.
@@ -38,22 +37,16 @@ fn wait_for(timeout_seconds: Option<f64>) -> Wait {
     if seconds < 0.0 || seconds.is_infinite() {
         return Wait::WithoutDeadline;
     }
-    // Whole microseconds, rounded up so that a tiny positive timeout still waits; a century
-    // at most, as for pglock.lock().
-    const CENTURY_SECONDS: f64 = 100.0 * 366.0 * 86_400.0;
-    let micros = (seconds.min(CENTURY_SECONDS) * 1e6).ceil() as i64;
-    if micros == 0 {
-        Wait::No
-    } else {
-        Wait::Within(micros)
-    }
+    // Whole microseconds, rounded up so that a tiny positive timeout still waits (the cast
+    // saturates; Wait::for_micros caps it at a century, as for pglock.lock()).
+    Wait::for_micros((seconds * 1e6).ceil() as i128)
 }
 
 /// GET_LOCK(str, timeout): 1 when granted, 0 when the timeout passed. Errors (a deadlock, a
 /// cancel) are raised rather than returned as NULL.
 #[pg_extern(volatile, parallel_restricted)]
 fn get_lock(name: Option<LockName>, timeout_seconds: Option<f64>) -> i32 {
-    let request = LockRequest::for_name(checked(name), Mode::Exclusive);
+    let request = request(name);
     let wait = wait_for(timeout_seconds);
     request.acquire(Scope::Session, wait) as i32
 }
@@ -62,7 +55,7 @@ fn get_lock(name: Option<LockName>, timeout_seconds: Option<f64>) -> i32 {
 /// another session holds the name (nothing is released), NULL when nobody holds it.
 #[pg_extern(volatile, parallel_restricted)]
 fn release_lock(name: Option<LockName>) -> Option<i32> {
-    let request = LockRequest::for_name(checked(name), Mode::Exclusive);
+    let request = request(name);
     if request.release() {
         return Some(1);
     }
@@ -72,9 +65,7 @@ fn release_lock(name: Option<LockName>) -> Option<i32> {
 /// IS_FREE_LOCK(str): 1 when nobody holds the name, 0 when somebody does (this session too).
 #[pg_extern(volatile, parallel_restricted)]
 fn is_free_lock(name: Option<LockName>) -> i32 {
-    let key = LockRequest::for_name(checked(name), Mode::Exclusive)
-        .lock
-        .key;
+    let key = request(name).lock.key;
     holders_of(key).is_empty() as i32
 }
 
@@ -82,9 +73,7 @@ fn is_free_lock(name: Option<LockName>) -> i32 {
 /// the lowest pid among shared holders), or NULL when nobody does.
 #[pg_extern(volatile, parallel_restricted)]
 fn is_used_lock(name: Option<LockName>) -> Option<i32> {
-    let key = LockRequest::for_name(checked(name), Mode::Exclusive)
-        .lock
-        .key;
+    let key = request(name).lock.key;
     let holders = holders_of(key);
     let exclusive = holders
         .iter()

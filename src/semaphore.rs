@@ -116,9 +116,7 @@ impl<'a> Semaphore<'a> {
 
     /// Wakes the first in line, if another session is: a slot was just freed.
     fn ring(&self) {
-        for pid in self.queue().other_holders() {
-            wait::ring(pid);
-        }
+        ring_first_in_line(self.queue());
     }
 
     /// Waits for a turn and a slot, as module doc says; the slot's index and holds, or None
@@ -255,7 +253,7 @@ fn acquire(
     let slot = semaphore.slot(index);
     registry::acquired(slot, scope, semaphore.name.name.as_deref(), holds, None);
     if scope == Scope::Transaction {
-        ring_at_transaction_end(slot);
+        ring_at_transaction_end(semaphore.queue());
     }
     Some(index as i32)
 }
@@ -325,13 +323,20 @@ fn own_count(key: i64) -> Option<u8> {
 }
 
 thread_local! {
-    /// Semaphores with a slot held in transaction scope, to ring once the transaction's locks
-    /// are released.
+    /// The queue locks of semaphores with a slot held in transaction scope, to ring once the
+    /// transaction's locks are released.
     static RING_AT_END: std::cell::RefCell<Vec<AdvisoryLock>> = const { std::cell::RefCell::new(Vec::new()) };
     static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn ring_at_transaction_end(slot: AdvisoryLock) {
+/// Wakes the holder of `queue`, the first in line, if it is another session.
+fn ring_first_in_line(queue: AdvisoryLock) {
+    for pid in queue.other_holders() {
+        wait::ring(pid);
+    }
+}
+
+fn ring_at_transaction_end(queue: AdvisoryLock) {
     if !CALLBACK_REGISTERED.get() {
         // SAFETY: registers a callback that lives as long as the backend.
         unsafe {
@@ -339,7 +344,7 @@ fn ring_at_transaction_end(slot: AdvisoryLock) {
         };
         CALLBACK_REGISTERED.set(true);
     }
-    RING_AT_END.with_borrow_mut(|slots| slots.push(slot));
+    RING_AT_END.with_borrow_mut(|queues| queues.push(queue));
 }
 
 /// After a top-level transaction's locks are released: wakes the first in line of every
@@ -353,17 +358,7 @@ unsafe extern "C-unwind" fn after_release(
     if phase != pg_sys::ResourceReleasePhase::RESOURCE_RELEASE_AFTER_LOCKS || !is_top_level {
         return;
     }
-    let slots = RING_AT_END.with_borrow_mut(std::mem::take);
-    for slot in slots {
-        let Mode::Slot { count, .. } = slot.mode else {
-            continue;
-        };
-        let queue = AdvisoryLock {
-            key: slot.key,
-            mode: Mode::SlotQueue { count },
-        };
-        for pid in queue.other_holders() {
-            wait::ring(pid);
-        }
+    for queue in RING_AT_END.with_borrow_mut(std::mem::take) {
+        ring_first_in_line(queue);
     }
 }

@@ -89,12 +89,18 @@ impl Wait {
         if micros < 0 {
             errors::negative_timeout();
         }
-        if micros == 0 {
-            return Wait::No;
-        }
-        // Timeouts beyond a century are as good as none, and keep the deadline in range.
+        Wait::for_micros(micros)
+    }
+
+    /// The wait for a timeout of `micros` ≥ 0 microseconds: 0 tries once, and one beyond a
+    /// century is a century (as good as none, and it keeps the deadline in range).
+    pub fn for_micros(micros: i128) -> Self {
         const CENTURY_MICROS: i128 = 100 * 366 * 86_400 * 1_000_000;
-        Wait::Within(micros.min(CENTURY_MICROS) as i64)
+        if micros == 0 {
+            Wait::No
+        } else {
+            Wait::Within(micros.min(CENTURY_MICROS) as i64)
+        }
     }
 }
 
