@@ -72,3 +72,8 @@ COMMENT ON FUNCTION pglock.release_lock(text) IS 'MySQL''s RELEASE_LOCK: 1 relea
 COMMENT ON FUNCTION pglock.is_free_lock(text) IS 'MySQL''s IS_FREE_LOCK: 1 if nobody holds the name, else 0.';
 COMMENT ON FUNCTION pglock.is_used_lock(text) IS 'MySQL''s IS_USED_LOCK: the pid of the session holding the name, or NULL.';
 COMMENT ON FUNCTION pglock.release_all_locks() IS 'MySQL''s RELEASE_ALL_LOCKS: releases every session lock and returns how many holds (stack levels) pglock had counted.';
+COMMENT ON FUNCTION pglock.set_lease(text, interval) IS 'Gives this session''s hold of a name a lease: unless renewed within it, the lease worker ends the session (pglock.lease_action); NULL removes the lease; false if not held. Needs shared_preload_libraries.';
+COMMENT ON FUNCTION pglock.set_lease(bigint, interval) IS 'Gives this session''s hold of a key a lease: unless renewed within it, the lease worker ends the session (pglock.lease_action); NULL removes the lease; false if not held. Needs shared_preload_libraries.';
+COMMENT ON FUNCTION pglock.renew(text) IS 'Extends this session''s lease on a name by its length from now; false if the session has no lease on it.';
+COMMENT ON FUNCTION pglock.renew(bigint) IS 'Extends this session''s lease on a key by its length from now; false if the session has no lease on it.';
+COMMENT ON FUNCTION pglock.leases() IS 'Every lease in this database: holder pid, key, length and expiry; backs pglock.locks.lease_expires_at.';

@@ -1,6 +1,6 @@
 -- pglock 0.2.0 -> 0.3.0: lock shapes (many locks at once, waiting for a release, who holds a
--- lock, upgradeable locks, semaphores, MySQL's GET_LOCK family), fencing tokens, and
--- pglock.locks showing upgradeable holds and semaphore slots.
+-- lock, upgradeable locks, semaphores, MySQL's GET_LOCK family), fencing tokens, leases, and
+-- pglock.locks showing upgradeable holds, semaphore slots and leases.
 \echo Use "ALTER EXTENSION pglock UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Many locks at once, all or nothing, in ascending key order under one deadline.
@@ -296,6 +296,47 @@ VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'fence_ok_wrapper';
 
+-- Leases: a holder that stops renewing loses its lock (needs shared_preload_libraries).
+CREATE FUNCTION pglock.set_lease(
+    name text,
+    lease interval
+) RETURNS boolean
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'set_lease_wrapper';
+
+CREATE FUNCTION pglock.set_lease(
+    key bigint,
+    lease interval
+) RETURNS boolean
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'set_lease_key_wrapper';
+
+CREATE FUNCTION pglock.renew(
+    name text
+) RETURNS boolean
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'renew_wrapper';
+
+CREATE FUNCTION pglock.renew(
+    key bigint
+) RETURNS boolean
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'renew_key_wrapper';
+
+CREATE FUNCTION pglock.leases() RETURNS TABLE (
+    pid integer,
+    key bigint,
+    lease interval,
+    expires_at timestamp with time zone
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'leases_wrapper';
+
 -- MySQL's user-level lock functions.
 
 CREATE FUNCTION pglock.get_lock(
@@ -332,8 +373,8 @@ STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'release_all_locks_wrapper';
 
--- pglock.locks: upgradeable holds (RowShareLock on the key), waits for an upgrade intent, and
--- semaphore slots and their queue.
+-- pglock.locks: upgradeable holds (RowShareLock on the key), waits for an upgrade intent,
+-- semaphore slots and their queue, and when a hold's lease expires.
 CREATE OR REPLACE VIEW pglock.locks AS
 SELECT names.name,
        l.key,
@@ -346,7 +387,8 @@ SELECT names.name,
        l.waitstart AS waiting_since,
        CASE WHEN NOT l.granted
             THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.waitstart END AS wait_duration,
-       CASE WHEN NOT l.granted THEN pg_catalog.pg_blocking_pids(l.pid) END AS blocked_by
+       CASE WHEN NOT l.granted THEN pg_catalog.pg_blocking_pids(l.pid) END AS blocked_by,
+       lease.expires_at AS lease_expires_at
 FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
                OPERATOR(pg_catalog.|) lk.objid::pg_catalog.int8 AS key,
              CASE WHEN lk.objsubid OPERATOR(pg_catalog.=) 3 THEN 'upgradeable'
@@ -373,7 +415,11 @@ FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) l
 LEFT JOIN pg_catalog.pg_stat_activity activity ON activity.pid OPERATOR(pg_catalog.=) l.pid
 LEFT JOIN pglock.lock_names() names
-       ON names.pid OPERATOR(pg_catalog.=) l.pid AND names.key OPERATOR(pg_catalog.=) l.key;
+       ON names.pid OPERATOR(pg_catalog.=) l.pid AND names.key OPERATOR(pg_catalog.=) l.key
+LEFT JOIN pglock.leases() lease
+       ON lease.pid OPERATOR(pg_catalog.=) l.pid AND lease.key OPERATOR(pg_catalog.=) l.key
+      AND l.granted
+      AND l.mode OPERATOR(pg_catalog.=) ANY (ARRAY['exclusive', 'shared', 'upgradeable']);
 
 -- What each function does, for \df+ pglock.* (as sql/finalize.sql says it in a fresh install).
 COMMENT ON FUNCTION pglock.key(text) IS 'The advisory-lock key of a name (HKDF-SHA256, the key Rust sqlx uses): pg_advisory_lock(pglock.key(name)) is the same lock.';
@@ -442,3 +488,8 @@ COMMENT ON FUNCTION pglock.release_lock(text) IS 'MySQL''s RELEASE_LOCK: 1 relea
 COMMENT ON FUNCTION pglock.is_free_lock(text) IS 'MySQL''s IS_FREE_LOCK: 1 if nobody holds the name, else 0.';
 COMMENT ON FUNCTION pglock.is_used_lock(text) IS 'MySQL''s IS_USED_LOCK: the pid of the session holding the name, or NULL.';
 COMMENT ON FUNCTION pglock.release_all_locks() IS 'MySQL''s RELEASE_ALL_LOCKS: releases every session lock and returns how many holds (stack levels) pglock had counted.';
+COMMENT ON FUNCTION pglock.set_lease(text, interval) IS 'Gives this session''s hold of a name a lease: unless renewed within it, the lease worker ends the session (pglock.lease_action); NULL removes the lease; false if not held. Needs shared_preload_libraries.';
+COMMENT ON FUNCTION pglock.set_lease(bigint, interval) IS 'Gives this session''s hold of a key a lease: unless renewed within it, the lease worker ends the session (pglock.lease_action); NULL removes the lease; false if not held. Needs shared_preload_libraries.';
+COMMENT ON FUNCTION pglock.renew(text) IS 'Extends this session''s lease on a name by its length from now; false if the session has no lease on it.';
+COMMENT ON FUNCTION pglock.renew(bigint) IS 'Extends this session''s lease on a key by its length from now; false if the session has no lease on it.';
+COMMENT ON FUNCTION pglock.leases() IS 'Every lease in this database: holder pid, key, length and expiry; backs pglock.locks.lease_expires_at.';

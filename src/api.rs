@@ -205,7 +205,8 @@ SELECT names.name,
        l.waitstart AS waiting_since,
        CASE WHEN NOT l.granted
             THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.waitstart END AS wait_duration,
-       CASE WHEN NOT l.granted THEN pg_catalog.pg_blocking_pids(l.pid) END AS blocked_by
+       CASE WHEN NOT l.granted THEN pg_catalog.pg_blocking_pids(l.pid) END AS blocked_by,
+       lease.expires_at AS lease_expires_at
 FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
                OPERATOR(pg_catalog.|) lk.objid::pg_catalog.int8 AS key,
              CASE WHEN lk.objsubid OPERATOR(pg_catalog.=) 3 THEN 'upgradeable'
@@ -232,11 +233,15 @@ FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) l
 LEFT JOIN pg_catalog.pg_stat_activity activity ON activity.pid OPERATOR(pg_catalog.=) l.pid
 LEFT JOIN @extschema@.lock_names() names
-       ON names.pid OPERATOR(pg_catalog.=) l.pid AND names.key OPERATOR(pg_catalog.=) l.key;
+       ON names.pid OPERATOR(pg_catalog.=) l.pid AND names.key OPERATOR(pg_catalog.=) l.key
+LEFT JOIN @extschema@.leases() lease
+       ON lease.pid OPERATOR(pg_catalog.=) l.pid AND lease.key OPERATOR(pg_catalog.=) l.key
+      AND l.granted
+      AND l.mode OPERATOR(pg_catalog.=) ANY (ARRAY['exclusive', 'shared', 'upgradeable']);
 
 COMMENT ON VIEW locks IS 'Every bigint-keyspace advisory lock in this database, held or awaited, with its name where known.';
 GRANT SELECT ON locks TO PUBLIC;
 "#,
     name = "locks_view",
-    requires = [lock_names],
+    requires = [lock_names, lease::leases],
 );

@@ -287,3 +287,52 @@ pub fn null_token() -> ! {
         function_name!(),
     ))
 }
+
+pub fn leases_need_preload() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pglock leases must be loaded via \"shared_preload_libraries\"",
+            function_name!(),
+        )
+        .set_detail("A background worker ends the sessions whose leases expire, and it starts only with the server.")
+        .set_hint("Add pglock to shared_preload_libraries and restart the server."),
+    )
+}
+
+pub fn lease_on_standby() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "cannot set a lease on a hot standby",
+            function_name!(),
+        )
+        .set_detail("The lease worker ends expired holders only on a primary.")
+        .set_hint("Connect to the primary."),
+    )
+}
+
+pub fn lease_not_positive() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "lease must be positive",
+            function_name!(),
+        )
+        .set_hint("Give the time within which the holder will renew, for example '30 seconds'; NULL removes the lease."),
+    )
+}
+
+pub fn too_many_leases(capacity: usize) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            "too many lock leases",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "The server's lease table is full: it holds {capacity} leases, as pglock.max_leases says."
+        ))
+        .set_hint("Raise pglock.max_leases (needs a restart), or release locks whose leases are no longer needed."),
+    )
+}

@@ -8,6 +8,7 @@ mod fast_hash;
 mod fencing;
 mod key;
 mod key_cache;
+mod lease;
 mod lockmgr;
 mod multi;
 mod mysql;
@@ -18,13 +19,14 @@ mod request;
 mod semaphore;
 mod settings;
 mod shared_names;
+mod shmem;
 mod upgradeable;
 mod wait;
 
 ::pgrx::pg_module_magic!();
 
 /// Loads pglock into a backend, or into the postmaster when it is in shared_preload_libraries
-/// (then, and only then, the shared name map is set up).
+/// (then, and only then, the shared name map, the lease table and the lease worker are set up).
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     // PostgreSQL's own errors (deadlock, cancel, encoding) pass through Rust frames on their
@@ -40,7 +42,8 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         settings::init_preloaded();
-        shared_names::init_preloaded();
+        shmem::init_preloaded();
+        lease::register_worker();
     }
     // SAFETY: reserves the prefix, warning about and removing any placeholder pglock.* setting.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pglock".as_ptr()) };
@@ -72,6 +75,12 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'pglock'"]
+        vec![
+            "shared_preload_libraries = 'pglock'",
+            // Room for tests/leases.rs: 10,000 held locks with a lease each, and one more
+            // lease fills the table.
+            "max_locks_per_transaction = 256",
+            "pglock.max_leases = 10001",
+        ]
     }
 }

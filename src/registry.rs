@@ -13,6 +13,7 @@ use pgrx::pg_sys;
 
 use crate::backend;
 use crate::fast_hash::FastHasher;
+use crate::lease;
 use crate::lockmgr::{self, AdvisoryLock, Holds, LocalEntry, Mode, Scope};
 use crate::shared_names;
 
@@ -100,10 +101,7 @@ pub fn acquired(
         return;
     }
     let shown = REGISTRY.with_borrow_mut(|registry| {
-        if !registry.callbacks_registered {
-            backend::at_every_transaction_end(transaction_ended);
-            registry.callbacks_registered = true;
-        }
+        registry.watch_transaction_ends();
         if registry.entries.len() >= registry.sweep_at {
             registry.sweep();
         }
@@ -166,6 +164,7 @@ pub fn release_session_hold(lock: AdvisoryLock) -> Option<Holds> {
     })?;
     if holds == Holds::default() {
         shared_names::withdraw_if_unheld(lock.key);
+        lease::released(lock.key);
     }
     Some(holds)
 }
@@ -179,6 +178,7 @@ pub fn release_hold(lock: AdvisoryLock, scope: Scope) {
         Scope::Transaction => {
             if lock.release(Scope::Transaction) == Some(Holds::default()) {
                 shared_names::withdraw_if_unheld(lock.key);
+                lease::released(lock.key);
             }
         }
     }
@@ -198,6 +198,7 @@ pub fn release_all_session_locks() -> i32 {
         lockmgr::release_all_session_locks();
         for lock in registry.entries.keys() {
             shared_names::withdraw_if_unheld(lock.key);
+            lease::released(lock.key);
         }
         registry.sweep();
         released as i32
@@ -240,6 +241,13 @@ pub fn held() -> Vec<HeldLock> {
 }
 
 impl Registry {
+    fn watch_transaction_ends(&mut self) {
+        if !self.callbacks_registered {
+            backend::at_every_transaction_end(transaction_ended);
+            self.callbacks_registered = true;
+        }
+    }
+
     /// Drops entries for locks no longer held; keeps the sweep amortised.
     fn sweep(&mut self) {
         self.entries
@@ -279,6 +287,12 @@ impl Registry {
     }
 }
 
+/// Makes sure the registry hears of every transaction end from now on (for leases on locks
+/// taken outside pglock).
+pub fn watch_transaction_ends() {
+    REGISTRY.with_borrow_mut(Registry::watch_transaction_ends);
+}
+
 /// At the end of every transaction (see backend::at_every_transaction_end).
 fn transaction_ended() {
     // Never busy here (no pglock function runs while a transaction ends), but a callback must
@@ -288,6 +302,7 @@ fn transaction_ended() {
             registry.transaction_ended();
         }
     });
+    lease::forget_released();
 }
 
 /// The fencing token of this session's current hold of `lock`, if it holds it and a fenced

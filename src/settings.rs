@@ -2,6 +2,7 @@
 //! read through the accessor functions below, which also derive what depends on them.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::PostgresGucEnum;
 
 use crate::backend;
 
@@ -14,6 +15,24 @@ static ALLOW_ON_STANDBY: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// pglock.names_per_backend (defined only when preloaded).
 static NAMES_PER_BACKEND: GucSetting<i32> = GucSetting::<i32>::new(16);
+
+/// pglock.max_leases (defined only when preloaded).
+static MAX_LEASES: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
+/// What the lease worker does when a lease runs out.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LeaseAction {
+    /// End the holder's session (as pg_terminate_backend does), which releases its locks.
+    #[name = c"terminate"]
+    Terminate,
+    /// Only log the expiry; the holder keeps its locks.
+    #[name = c"log"]
+    Log,
+}
+
+/// pglock.lease_action (defined only when preloaded).
+static LEASE_ACTION: GucSetting<LeaseAction> =
+    GucSetting::<LeaseAction>::new(LeaseAction::Terminate);
 
 /// Defines the settings that exist whether or not pglock is preloaded.
 pub fn init() {
@@ -49,6 +68,34 @@ pub fn init_preloaded() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pglock.max_leases",
+        c"Sets how many lock leases the server can hold at once.",
+        c"Each lease takes about 240 bytes of shared memory. 0 turns leases off, and with them the lease worker. Needs pglock in shared_preload_libraries and a restart.",
+        &MAX_LEASES,
+        0,
+        1_000_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pglock.lease_action",
+        c"Sets what happens to a holder whose lease expires: terminate its session, or only log it.",
+        c"terminate (the default) ends the holder's session, which releases every lock it holds; log writes the same message to the server log and leaves the session alone.",
+        &LEASE_ACTION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+/// How many leases the server's lease table holds (0: no table, no worker).
+pub fn max_leases() -> usize {
+    MAX_LEASES.get().max(0) as usize
+}
+
+/// What the lease worker does with an expired lease.
+pub fn lease_action() -> LeaseAction {
+    LEASE_ACTION.get()
 }
 
 /// Whether pglock takes locks on a hot standby.

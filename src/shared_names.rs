@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::mem::size_of;
 use std::ptr;
 use std::sync::atomic::{fence, AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -59,12 +58,6 @@ struct Header {
 /// The map in shared memory, set once by the shmem startup hook (in the postmaster, inherited
 /// by every backend); null when pglock is not preloaded.
 static SHARED: AtomicPtr<Header> = AtomicPtr::new(ptr::null_mut());
-/// The hooks that were installed before ours, called first from ours.
-static PREVIOUS_HOOKS: OnceLock<(
-    pg_sys::shmem_request_hook_type,
-    pg_sys::shmem_startup_hook_type,
-)> = OnceLock::new();
-
 /// This backend's side of its slot: which entry holds which key.
 #[derive(Default)]
 struct OwnSlot {
@@ -75,16 +68,6 @@ struct OwnSlot {
 
 thread_local! {
     static OWN_SLOT: RefCell<OwnSlot> = RefCell::new(OwnSlot::default());
-}
-
-/// Called from _PG_init while shared_preload_libraries is being processed.
-pub fn init_preloaded() {
-    // SAFETY: _PG_init runs once in the postmaster, before any hook can be called.
-    unsafe {
-        let _ = PREVIOUS_HOOKS.set((pg_sys::shmem_request_hook, pg_sys::shmem_startup_hook));
-        pg_sys::shmem_request_hook = Some(request_shared_memory);
-        pg_sys::shmem_startup_hook = Some(attach_shared_memory);
-    }
 }
 
 fn slot_size(entries: usize) -> usize {
@@ -99,36 +82,31 @@ fn configured_entries() -> usize {
     crate::settings::names_per_backend()
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn request_shared_memory() {
-    // SAFETY: called by the postmaster at shmem request time, with MaxBackends final.
-    unsafe {
-        if let Some(&(Some(previous), _)) = PREVIOUS_HOOKS.get() {
-            previous();
-        }
-        let entries = configured_entries();
-        if entries > 0 {
-            pg_sys::RequestAddinShmemSpace(total_size(pg_sys::MaxBackends as usize, entries));
-        }
+/// The shared memory the map needs (0 when pglock.names_per_backend is 0), asked for at
+/// shmem request time, when MaxBackends is final.
+pub fn shmem_size() -> usize {
+    match configured_entries() {
+        0 => 0,
+        // SAFETY: MaxBackends is final by shmem request time.
+        entries => total_size(unsafe { pg_sys::MaxBackends } as usize, entries),
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn attach_shared_memory() {
-    // SAFETY: the documented pattern for add-in shared memory: ShmemInitStruct under
-    // AddinShmemInitLock; zeroed by whoever creates it (also after a crash restart).
+/// Finds or creates the map in shared memory (see shmem.rs).
+///
+/// # Safety
+/// Only from the shmem startup hook, with AddinShmemInitLock held.
+pub unsafe fn attach() {
+    let entries = configured_entries();
+    if entries == 0 {
+        return;
+    }
+    // SAFETY: the documented pattern for add-in shared memory (ShmemInitStruct under
+    // AddinShmemInitLock, which the caller holds); zeroed by whoever creates it, also after a
+    // crash restart.
     unsafe {
-        if let Some(&(_, Some(previous))) = PREVIOUS_HOOKS.get() {
-            previous();
-        }
-        let entries = configured_entries();
-        if entries == 0 {
-            return;
-        }
         let slots = pg_sys::MaxBackends as usize;
         let size = total_size(slots, entries);
-        let lock = &raw mut (*pg_sys::MainLWLockArray.add(compat::ADDIN_SHMEM_INIT_LOCK)).lock;
-        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let mut found = false;
         let header =
             pg_sys::ShmemInitStruct(c"pglock lock names".as_ptr(), size, &mut found) as *mut Header;
@@ -138,7 +116,6 @@ unsafe extern "C-unwind" fn attach_shared_memory() {
             (*header).entries_per_slot = entries as u32;
         }
         SHARED.store(header, Ordering::Release);
-        pg_sys::LWLockRelease(lock);
     }
 }
 

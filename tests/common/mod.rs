@@ -15,7 +15,11 @@ pub fn session() -> Client {
     STARTED.call_once(|| {
         // Any pg_test function starts the framework; this one does nothing else.
         // The same settings as pg_test::postgresql_conf_options() in src/lib.rs.
-        let settings = vec!["shared_preload_libraries = 'pglock'"];
+        let settings = vec![
+            "shared_preload_libraries = 'pglock'",
+            "max_locks_per_transaction = 256",
+            "pglock.max_leases = 10001",
+        ];
         pgrx_tests::run_test("sessions_can_start", None, settings).expect("test instance starts");
     });
     pgrx_tests::client()
