@@ -28,6 +28,17 @@ cluster_start() {
   export PGLOCK_CLUSTER_DIR PGLOCK_CLUSTER_BINDIR PGLOCK_CLUSTER_OPTIONS
 }
 
+# cluster_restart [postgres -c settings...]: restarts the running cluster with these settings
+# added to its options (PGLOCK_CLUSTER_OPTIONS too).
+cluster_restart() {
+  local setting
+  for setting in "$@"; do PGLOCK_CLUSTER_OPTIONS+=" -c $setting"; done
+  sudo -u postgres env RUST_BACKTRACE=1 "$PGLOCK_CLUSTER_BINDIR/pg_ctl" \
+    -D "$PGLOCK_CLUSTER_DIR/data" -l "$PGLOCK_CLUSTER_DIR/server.log" -w -m fast \
+    -o "$PGLOCK_CLUSTER_OPTIONS" restart >/dev/null
+  export PGLOCK_CLUSTER_OPTIONS
+}
+
 cluster_stop() {
   [ -n "${PGLOCK_CLUSTER_DIR:-}" ] || return 0
   sudo -u postgres "$PGLOCK_CLUSTER_BINDIR/pg_ctl" -D "$PGLOCK_CLUSTER_DIR/data" \

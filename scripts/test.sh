@@ -14,8 +14,9 @@
 #      and tests/server: checks that read the server log;
 #   5. PgBouncer in transaction pooling mode in front of the cluster (tests/clients/pooler.sh);
 #   6. fencing tokens across `pg_ctl restart -m immediate` and SIGKILL of the postmaster
-#      (tests/server/fencing_restart.sh), and across failover to a synchronous standby
-#      (tests/standby/failover.py), which ends the cluster.
+#      (tests/server/fencing_restart.sh); then, with pglock preloaded, the lease worker across
+#      crash restarts (tests/server/leases_restart.sh), and tokens and leases across failover
+#      to a synchronous standby (tests/standby/failover.py), which ends the cluster.
 # Installs whatever is missing first (scripts/setup.sh). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +34,8 @@ chown postgres: "$work"
 tests=$(cd tests/pg_regress/sql && ls ./*.sql | sed 's|^\./||; s|\.sql$||' | sort)
 specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | sort)
 
-# start_standby: makes a streaming standby of the running cluster with pg_basebackup and
-# starts it on port 5433 with its socket in $standby (a new directory).
+# start_standby [postgres options...]: makes a streaming standby of the running cluster with
+# pg_basebackup and starts it on port 5433 with its socket in $standby (a new directory).
 start_standby() {
   local bindir=$PGLOCK_CLUSTER_BINDIR
   standby=$(mktemp -d /tmp/pglock-standby.XXXXXX)
@@ -50,7 +51,7 @@ start_standby() {
   echo "primary_conninfo = 'host=$PGHOST port=$PGPORT user=postgres application_name=standby'" |
     sudo -u postgres tee -a "$standby/data/postgresql.auto.conf" >/dev/null
   sudo -u postgres "$bindir/pg_ctl" -D "$standby/data" -l "$standby/server.log" -w \
-    -o "-c listen_addresses='' -k $standby -p 5433 -c hot_standby=on -c max_standby_streaming_delay=200ms" \
+    -o "-c listen_addresses='' -k $standby -p 5433 -c hot_standby=on -c max_standby_streaming_delay=200ms $*" \
     start >/dev/null
 }
 
@@ -75,9 +76,10 @@ standby_test() {
 }
 
 # failover_test: makes the standby synchronous, then stops the primary and promotes the
-# standby (tests/standby/failover.py). The cluster is gone afterwards: run it last.
+# standby (tests/standby/failover.py). Both preload pglock, for the lease worker. The cluster
+# is gone afterwards: run it last.
 failover_test() {
-  start_standby
+  start_standby -c shared_preload_libraries=pglock
   "$PGLOCK_CLUSTER_BINDIR/psql" -qX -c "ALTER SYSTEM SET synchronous_standby_names = '*'" \
     -c 'SELECT pg_reload_conf()' >/dev/null
   local tries=600
@@ -147,7 +149,11 @@ for major in "${majors[@]}"; do
   log "PostgreSQL $major: fencing tokens across a restart and a crash"
   tests/server/fencing_restart.sh
 
-  log "PostgreSQL $major: fencing tokens across failover to a synchronous standby"
+  log "PostgreSQL $major: the lease worker across crash restarts"
+  cluster_restart shared_preload_libraries=pglock
+  tests/server/leases_restart.sh
+
+  log "PostgreSQL $major: fencing tokens and leases across failover to a synchronous standby"
   failover_test
   cluster_stop
 done

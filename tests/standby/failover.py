@@ -8,6 +8,10 @@
    name on the new primary with a greater token and writes;
 5. A's stale token is refused by the example resource.
 
+Leases on the same two servers (both preload pglock): on the standby the lease worker runs and
+does nothing, and set_lease is refused; after the promotion the worker ends a holder whose lease
+runs out, and a waiter gets the lock.
+
 Usage: failover.py PRIMARY_DATA STANDBY_DATA BINDIR (sockets and ports from the environment:
 PRIMARY_HOST, PRIMARY_PORT, STANDBY_HOST, STANDBY_PORT).
 """
@@ -46,6 +50,25 @@ token_a = a.execute("SELECT pglock.lock_fenced('failover', '5 s')").fetchone()[0
 resource.write(token_a, "written by A on the old primary")
 print(f"failover: A holds 'failover' with token {token_a}")
 
+
+def lease_worker_runs(connection):
+    return connection.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pglock lease worker'"
+    ).fetchone()[0] == 1
+
+
+on_standby = psycopg.connect(standby + common, autocommit=True)
+deadline = time.time() + 30
+while not lease_worker_runs(on_standby):
+    assert time.time() < deadline, "no lease worker on the standby"
+    time.sleep(0.1)
+try:
+    on_standby.execute("SELECT pglock.set_lease('failover', '1 s')")
+    raise AssertionError("a lease was set on the standby")
+except psycopg.errors.ReadOnlySqlTransaction:
+    print("failover: the standby runs the lease worker and refuses leases")
+on_standby.close()
+
 pg_ctl(primary_data, "stop", "-m", "immediate")
 pg_ctl(standby_data, "promote", "-w")
 try:
@@ -73,4 +96,22 @@ try:
 except StaleToken as refused:
     print(f"failover: A's stale write refused: {refused}")
 assert resource.read()["value"] == "written by B on the new primary"
+
+# The lease worker on the promoted server: a holder that stops renewing is terminated.
+assert lease_worker_runs(b), "no lease worker after the promotion"
+c = psycopg.connect(both + common, autocommit=True)
+assert c.execute("SELECT pglock.lock('lease-after-failover'), "
+                 "pglock.set_lease('lease-after-failover', '1 s')").fetchone() == (True, True)
+started = time.time()
+d = psycopg.connect(both + common, autocommit=True)
+granted = d.execute("SELECT pglock.lock('lease-after-failover', '30 s')").fetchone()[0]
+assert granted, "the waiter timed out behind an expired lease"
+try:
+    c.execute("SELECT 1")
+    raise AssertionError("the holder's session outlived its lease")
+except psycopg.OperationalError:
+    pass
+print(f"failover: after the promotion the lease worker ended a stalled holder "
+      f"({time.time() - started:.1f} s)")
 b.close()
+d.close()
