@@ -16,7 +16,9 @@
 #   6. fencing tokens across `pg_ctl restart -m immediate` and SIGKILL of the postmaster
 #      (tests/server/fencing_restart.sh); then, with pglock preloaded, the lease worker across
 #      crash restarts (tests/server/leases_restart.sh), and tokens and leases across failover
-#      to a synchronous standby (tests/standby/failover.py), which ends the cluster.
+#      to a synchronous standby (tests/standby/failover.py), which ends the cluster;
+#   7. on PostgreSQL 15, the same story on pg_auto_failover (tests/standby/pg_auto_failover.sh):
+#      a monitor, a primary and a secondary, and `pg_autoctl perform failover`.
 # Installs whatever is missing first (scripts/setup.sh). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -156,5 +158,10 @@ for major in "${majors[@]}"; do
   log "PostgreSQL $major: fencing tokens and leases across failover to a synchronous standby"
   failover_test
   cluster_stop
+
+  if [ "$major" = 15 ]; then
+    log "PostgreSQL $major: fencing tokens and leases across a pg_auto_failover failover"
+    tests/standby/pg_auto_failover.sh "$PGLOCK_PYTHON"
+  fi
 done
 log "all tests passed on PostgreSQL ${majors[*]}"

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Fencing and leases across a pg_auto_failover failover (tests/standby/ha_story.py): a
+monitor, a primary and a secondary on this machine (started by pg_auto_failover.sh), clients
+on a multi-host string with target_session_attrs=read-write, and `pg_autoctl perform failover`.
+
+Usage: pg_auto_failover.py PRIMARY_PORT SECONDARY_PORT (environment: AUTOCTL, the command that
+runs pg_autoctl as postgres; MONITOR_PGDATA).
+"""
+
+import os
+import shlex
+import subprocess
+import sys
+
+
+from ha_story import connect_read_write, tell
+
+primary_port, secondary_port = sys.argv[1:3]
+common = " host=localhost user=postgres dbname=postgres connect_timeout=5"
+primary = f"port={primary_port}" + common
+both = (f"host=localhost,localhost port={primary_port},{secondary_port} "
+        "target_session_attrs=read-write user=postgres dbname=postgres connect_timeout=5")
+
+
+def perform_failover():
+    subprocess.run([*shlex.split(os.environ["AUTOCTL"]), "perform", "failover",
+                    "--pgdata", os.environ["MONITOR_PGDATA"]],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+
+first = connect_read_write(both)
+port = first.execute("SELECT inet_server_port()").fetchone()[0]
+assert str(port) == primary_port, f"the read-write server is on {port}, not {primary_port}"
+first.close()
+tell("pg_auto_failover", primary, both, perform_failover)
+after = connect_read_write(both)
+port = after.execute("SELECT inet_server_port()").fetchone()[0]
+assert str(port) == secondary_port, f"after the failover the primary is on {port}"
+print(f"pg_auto_failover: the primary moved from port {primary_port} to {port}")
+after.close()
