@@ -397,9 +397,11 @@ def bench_in_server(pg_config, workdir, pg, bench, rounds, pairs, out):
     target("in-server: preloading adds at most 10%", f"{worst:+.0%} (worst of the four)",
            worst <= 0.10)
     fenced = "pglock.try_lock_fenced('job-'||(g%100)) (repeated)"
-    fenced_cost = statistics.median(plain[fenced]) / statistics.median(plain[repeated])
-    target("in-server lock_fenced + unlock ≤ 2× try_lock + unlock (fsync=off: a WAL write, "
-           "no disk flush)", f"{fenced_cost:.2f}×", fenced_cost <= 2.0)
+    fenced_cost = statistics.median(preloaded[fenced]) / statistics.median(preloaded[repeated])
+    fenced_cost_plain = statistics.median(plain[fenced]) / statistics.median(plain[repeated])
+    target("in-server lock_fenced + unlock ≤ 2× try_lock + unlock (preloaded: one WAL record "
+           f"per ~8,200 tokens; without preloading one per token, {fenced_cost_plain:.2f}× "
+           "with fsync=off)", f"{fenced_cost:.2f}×", fenced_cost <= 2.0)
 
     pg.sql("CREATE TABLE bench_jobs AS SELECT g AS id FROM generate_series(1, 10000) g; "
            "ALTER TABLE bench_jobs ADD PRIMARY KEY (id); ANALYZE bench_jobs")

@@ -103,21 +103,3 @@ unsafe extern "C-unwind" fn transaction_event(
         }
     }
 }
-
-/// A new fencing token: the WAL position just past a record written for it, flushed to disk
-/// and, when synchronous replication is in use, confirmed by the synchronous standbys before
-/// it is returned. WAL positions only grow, for the whole cluster (every database), and a
-/// restart, a crash recovery or the promotion of a standby that had the record goes on after
-/// it, so every later token is greater.
-///
-/// The caller checked that this is not a standby (WAL cannot be written there).
-pub fn new_fencing_token() -> i64 {
-    // SAFETY: a primary, inside a transaction (every SQL function runs in one). XLogFlush and
-    // SyncRepWaitForLSN are what a commit calls for its own record.
-    unsafe {
-        let end = crate::compat::log_message(b"fencing token");
-        pg_sys::XLogFlush(end);
-        pg_sys::SyncRepWaitForLSN(end, false);
-        end as i64
-    }
-}

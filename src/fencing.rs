@@ -1,7 +1,6 @@
 //! Fencing tokens: a number with each fenced hold, greater than every token the cluster has
 //! returned before, so that a resource can refuse the writes of a holder that lost its lock
-//! without noticing (see backend::new_fencing_token for why the order survives crashes and
-//! failover).
+//! without noticing (see tokens.rs for why the order survives crashes and failover).
 
 use std::panic::AssertUnwindSafe;
 
@@ -14,6 +13,7 @@ use crate::lockmgr::{Mode, Scope};
 use crate::name::LockName;
 use crate::registry;
 use crate::request::{refuse_on_standby, LockRequest};
+use crate::tokens;
 use crate::wait::Wait;
 
 /// Takes the exclusive lock like lock() and returns the hold's token; NULL when not granted.
@@ -31,7 +31,7 @@ fn fenced(name: Option<LockName>, scope: Scope, wait: Wait) -> Option<i64> {
         return Some(token);
     }
     // An ERROR here (a cancel while the WAL is flushed) must not leave the hold taken.
-    let token = PgTryBuilder::new(AssertUnwindSafe(backend::new_fencing_token))
+    let token = PgTryBuilder::new(AssertUnwindSafe(tokens::next))
         .catch_others(|error| {
             registry::release_hold(request.lock, scope);
             error.rethrow()

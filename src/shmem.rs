@@ -1,5 +1,6 @@
 //! pglock's shared memory, which exists only when pglock is in shared_preload_libraries: one
-//! pair of hooks sizes and attaches every shared structure (the name map, the lease table).
+//! pair of hooks sizes and attaches every shared structure (the name map, the lease table, the
+//! range of fencing tokens).
 
 use std::sync::OnceLock;
 
@@ -9,6 +10,7 @@ use pgrx::prelude::*;
 use crate::compat;
 use crate::lease;
 use crate::shared_names;
+use crate::tokens;
 
 /// The hooks that were installed before ours, called first from ours.
 static PREVIOUS_HOOKS: OnceLock<(
@@ -34,8 +36,11 @@ unsafe extern "C-unwind" fn request_shared_memory() {
         if let Some(&(Some(previous), _)) = PREVIOUS_HOOKS.get() {
             previous();
         }
-        pg_sys::RequestAddinShmemSpace(shared_names::shmem_size() + lease::shmem_size());
+        pg_sys::RequestAddinShmemSpace(
+            shared_names::shmem_size() + lease::shmem_size() + tokens::shmem_size(),
+        );
         lease::request_lwlock();
+        tokens::request_lwlock();
     }
 }
 
@@ -51,6 +56,7 @@ unsafe extern "C-unwind" fn attach_shared_memory() {
         pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         shared_names::attach();
         lease::attach();
+        tokens::attach();
         pg_sys::LWLockRelease(lock);
     }
 }

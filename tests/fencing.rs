@@ -62,3 +62,51 @@ fn each_new_holder_gets_a_greater_token_and_only_the_holder_passes_the_fence() {
     .unwrap();
     assert!(later > token_b);
 }
+
+/// With pglock preloaded, tokens come from ranges reserved in the WAL (tokens.rs): sessions
+/// taking tokens at the same time, through several ranges, never get the same token twice, and
+/// each session's tokens only go up; a token taken after another one was returned is greater.
+#[test]
+fn tokens_from_shared_ranges_are_unique_and_increasing_across_sessions() {
+    const PER_SESSION: i64 = 3000;
+    let workers: Vec<_> = (0..4)
+        .map(|worker: i32| {
+            thread::spawn(move || {
+                let mut client = session();
+                let tokens: Vec<i64> = client
+                    .query_one(
+                        "SELECT array_agg(t ORDER BY g) FROM (
+                           SELECT g, pglock.try_lock_fenced(format('range:%s:%s', $1::int, g)) AS t
+                           FROM generate_series(1, $2::bigint) g) s",
+                        &[&worker, &PER_SESSION],
+                    )
+                    .unwrap()
+                    .get(0);
+                client.query_one("SELECT pglock.unlock_all()", &[]).unwrap();
+                tokens
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut last_of_each = Vec::new();
+    for worker in workers {
+        let tokens = worker.join().unwrap();
+        assert_eq!(tokens.len() as i64, PER_SESSION);
+        assert!(
+            tokens.windows(2).all(|pair| pair[0] < pair[1]),
+            "a session's tokens went down"
+        );
+        last_of_each.push(*tokens.last().unwrap());
+        all.extend(tokens);
+    }
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), count, "two holds got the same token");
+    let mut after = session();
+    let later: i64 = after
+        .query_one("SELECT pglock.try_lock_fenced('range:after')", &[])
+        .unwrap()
+        .get(0);
+    assert!(later > *last_of_each.iter().max().unwrap());
+}
