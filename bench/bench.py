@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,9 +45,11 @@ def as_user(user, cmd):
 class Postgres:
     """A throwaway cluster owned by postgres, reachable on a Unix socket only."""
 
-    def __init__(self, pg_config, workdir, preload=False):
+    def __init__(self, pg_config, workdir, preload=False, name=None, cpus=None):
+        """cpus: a taskset CPU list that the server (every process of it) is pinned to."""
         self.bindir = run([pg_config, "--bindir"]).stdout.strip()
-        self.dir = os.path.join(workdir, "pg-preloaded" if preload else "pg")
+        self.cpus = cpus
+        self.dir = os.path.join(workdir, name or ("pg-preloaded" if preload else "pg"))
         os.makedirs(self.dir)
         shutil.chown(self.dir, "postgres", "postgres")
         self.data = os.path.join(self.dir, "data")
@@ -63,8 +66,9 @@ class Postgres:
         with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as conf:
             for name, value in settings.items():
                 conf.write(f"{name} = {value}\n")
-        run(as_user("postgres", [f"{self.bindir}/pg_ctl", "-D", self.data, "-w", "-l",
-                                 os.path.join(self.dir, "log"), "start"]))
+        pinned = ["taskset", "-c", cpus] if cpus else []
+        run(as_user("postgres", pinned + [f"{self.bindir}/pg_ctl", "-D", self.data, "-w", "-l",
+                                          os.path.join(self.dir, "log"), "start"]))
         self.version = self.sql("SHOW server_version").strip()
         self.sql("CREATE EXTENSION pglock")
 
@@ -123,6 +127,8 @@ class Pgbench:
         """Returns (tps, per-transaction latencies in ms or None, per-client counts or None)."""
         cmd = [f"{self.pg.bindir}/pgbench", "-n", "-M", protocol, "-c", str(clients),
                "-j", str(min(clients, 2)), "-T", str(self.seconds), "-f", script]
+        if self.pg.cpus:
+            cmd = ["taskset", "-c", self.pg.cpus] + cmd
         for old in os.listdir(self.logs):
             os.remove(os.path.join(self.logs, old))
         if log:
@@ -992,6 +998,51 @@ def bench_shapes(bench, pg, rounds, quick, out):
     out.append("")
 
 
+def bench_sharding(pg_config, workdir, seconds, rounds, out):
+    """Lock throughput beyond one primary: names sharded by key across independent primaries.
+    pglock shares nothing between servers, so each primary adds its own capacity. To show that
+    on one machine, each primary and its pgbench are pinned to a CPU of their own (as if each
+    were a one-core machine); one primary alone gets one CPU."""
+    shards = [Postgres(pg_config, workdir, name=f"pg-shard-{cpu}", cpus=str(cpu))
+              for cpu in range(2)]
+    try:
+        benches = [Pgbench(pg, os.path.join(workdir, f"shard-{i}"), seconds)
+                   for i, pg in enumerate(shards)]
+        scripts = [b.script("shard", UNCONTENDED["pglock.try_lock(name)"]) for b in benches]
+
+        def together(count, clients):
+            rates = [0.0] * count
+
+            def one(index):
+                rates[index] = benches[index].run(scripts[index], clients)[0]
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return sum(rates)
+
+        variants = {
+            "one primary (1 CPU), 8 clients": lambda: together(1, 8),
+            "two primaries (1 CPU each), 8 clients each": lambda: together(2, 8),
+        }
+        results = interleaved(list(variants), rounds, lambda v: variants[v]())
+    finally:
+        for pg in shards:
+            pg.stop()
+    one = "one primary (1 CPU), 8 clients"
+    out.append("## 6. Sharding names across primaries\n")
+    out.append("Uncontended `pglock.try_lock(name)` + `unlock` (prepared), TPS summed over the "
+               f"primaries, median (min–max) of {rounds} interleaved rounds. Each primary and its "
+               "pgbench are pinned to a CPU of their own (`taskset`), standing in for a machine "
+               "each; clients pick the primary by key, so no lock involves two primaries.\n")
+    out.append("| setup | TPS, all primaries | × one primary |")
+    out.append("|---|---|---|")
+    for v in variants:
+        out.append(f"| {v} | {fmt_tps(results[v])} | {ratio(results[v], results[one]):.2f} |")
+    out.append("")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer clients, shorter runs")
@@ -1018,6 +1069,7 @@ def main():
         bench_contended(bench, clients_list, rounds, out)
         bench_held(bench, pg, rounds, out)
         bench_shapes(bench, pg, rounds, quick, out)
+        bench_sharding(args.pg_config, workdir, seconds, rounds, out)
         if not args.skip_peers:
             bench_peers(pg, workdir, 8, 2 if quick else 4, rounds, out)
         commands = bench.commands
