@@ -12,7 +12,7 @@
 #      during a wait;
 #   4. examples/: go-pglock's use cases as runnable Python scripts that assert their outcome,
 #      and tests/server: checks that read the server log;
-#   5. PgBouncer in transaction pooling mode in front of the cluster (tests/clients/pooler.sh);
+#   5. PgBouncer in transaction pooling mode in front of the cluster (tests/pgbouncer/pooler.sh);
 #   6. fencing tokens across `pg_ctl restart -m immediate` and SIGKILL of the postmaster
 #      (tests/server/fencing_restart.sh); then, with pglock preloaded, the lease worker across
 #      crash restarts (tests/server/leases_restart.sh), and tokens and leases across failover
@@ -146,7 +146,7 @@ for major in "${majors[@]}"; do
   PYTHON=$PGLOCK_PYTHON examples/run_all.sh
 
   log "PostgreSQL $major: behind PgBouncer in transaction pooling mode"
-  PYTHON=$PGLOCK_PYTHON bash tests/clients/pooler.sh
+  PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh
 
   log "PostgreSQL $major: fencing tokens across a restart and a crash"
   tests/server/fencing_restart.sh

@@ -1,4 +1,4 @@
-"""pglock behind PgBouncer in transaction pooling mode; run by tests/clients/pooler.sh.
+"""pglock behind PgBouncer in transaction pooling mode; run by tests/pgbouncer/pooler.sh.
 
 Shows, asserting every step, that transaction-scope locks work through the pooler and that
 session-scope locks do not: a session lock stays on a server connection that PgBouncer hands

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs tests/clients/pooler.py behind a throwaway PgBouncer in transaction pooling mode.
+# Runs tests/pgbouncer/pooler.py behind a throwaway PgBouncer in transaction pooling mode.
 #
 # Needs: the running PostgreSQL in the libpq environment (PGHOST a Unix socket directory, PGPORT,
 # PGUSER), `CREATE EXTENSION pglock` done in database postgres, pgbouncer installed, root (to
 # run pgbouncer as the postgres user: it refuses to run as root), and a Python with psycopg in
 # $PYTHON. Exits with pooler.py's status.
-# Usage: PYTHON=/path/to/python-with-psycopg tests/clients/pooler.sh
+# Usage: PYTHON=/path/to/python-with-psycopg tests/pgbouncer/pooler.sh
 set -euo pipefail
 
 : "${PGHOST:?must be the Unix socket directory of the server}"
