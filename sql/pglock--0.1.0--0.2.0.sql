@@ -2,26 +2,18 @@
 -- when pglock is preloaded) and the lock_names() function behind it.
 \echo Use "ALTER EXTENSION pglock UPDATE TO '0.2.0'" to load this file. \quit
 
-/* <begin connected objects> */
--- src/api.rs:315
--- pglock::api::lock_names
-CREATE  FUNCTION "lock_names"() RETURNS TABLE (
-	"pid" INT,  /* i32 */
-	"key" bigint,  /* i64 */
-	"name" text  /* ServerText */
+-- The names of advisory locks held or awaited by name that the current user may see.
+CREATE FUNCTION pglock.lock_names() RETURNS TABLE (
+    pid integer,
+    key bigint,
+    name text
 )
 STRICT VOLATILE PARALLEL RESTRICTED
-LANGUAGE c /* Rust */
+LANGUAGE c
 AS 'MODULE_PATHNAME', 'lock_names_wrapper';
-/* </end connected objects> */
 
-/* <begin connected objects> */
--- src/api.rs:333
--- requires:
---   lock_names
-
-
-CREATE VIEW locks AS
+-- Every bigint-keyspace advisory lock in this database, held or awaited, with its name.
+CREATE VIEW pglock.locks AS
 SELECT names.name,
        l.key,
        l.mode,
@@ -47,9 +39,8 @@ FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
             (SELECT d.oid FROM pg_catalog.pg_database d
              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) l
 LEFT JOIN pg_catalog.pg_stat_activity activity ON activity.pid OPERATOR(pg_catalog.=) l.pid
-LEFT JOIN @extschema@.lock_names() names
+LEFT JOIN pglock.lock_names() names
        ON names.pid OPERATOR(pg_catalog.=) l.pid AND names.key OPERATOR(pg_catalog.=) l.key;
 
-COMMENT ON VIEW locks IS 'Every bigint-keyspace advisory lock in this database, held or awaited, with its name where known.';
-GRANT SELECT ON locks TO PUBLIC;
-/* </end connected objects> */
+COMMENT ON VIEW pglock.locks IS 'Every bigint-keyspace advisory lock in this database, held or awaited, with its name where known.';
+GRANT SELECT ON pglock.locks TO PUBLIC;
