@@ -1,6 +1,6 @@
 -- pglock 0.2.0 -> 0.3.0: lock shapes (many locks at once, waiting for a release, who holds a
--- lock, upgradeable locks, semaphores, MySQL's GET_LOCK family), fencing tokens, leases, and
--- pglock.locks showing upgradeable holds, semaphore slots and leases.
+-- lock, upgradeable locks, semaphores, MySQL's GET_LOCK family), fencing tokens, leases,
+-- status(), and pglock.locks showing upgradeable holds, semaphore slots and leases.
 \echo Use "ALTER EXTENSION pglock UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Many locks at once, all or nothing, in ascending key order under one deadline.
@@ -337,6 +337,12 @@ STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'leases_wrapper';
 
+-- One report of whether pglock is healthy here.
+CREATE FUNCTION pglock.status() RETURNS jsonb
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'status_wrapper';
+
 -- MySQL's user-level lock functions.
 
 CREATE FUNCTION pglock.get_lock(
@@ -493,3 +499,4 @@ COMMENT ON FUNCTION pglock.set_lease(bigint, interval) IS 'Gives this session''s
 COMMENT ON FUNCTION pglock.renew(text) IS 'Extends this session''s lease on a name by its length from now; false if the session has no lease on it.';
 COMMENT ON FUNCTION pglock.renew(bigint) IS 'Extends this session''s lease on a key by its length from now; false if the session has no lease on it.';
 COMMENT ON FUNCTION pglock.leases() IS 'Every lease in this database: holder pid, key, length and expiry; backs pglock.locks.lease_expires_at.';
+COMMENT ON FUNCTION pglock.status() IS 'pglock''s health at a glance, as jsonb: versions, preloading, settings, how full the lock table, the name map and the lease table are, and where fencing tokens come from.';

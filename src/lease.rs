@@ -476,6 +476,17 @@ fn leases() -> TableIterator<
     }))
 }
 
+/// The lease table's use for a status report: (leases now, capacity, whether the worker
+/// runs); None when there is no table.
+pub fn occupancy() -> Option<(usize, usize, bool)> {
+    let table = table()?;
+    let used = with_leases(table, pg_sys::LWLockMode::LW_SHARED, |_, used| {
+        *used as usize
+    });
+    let worker = !table.worker_latch.load(Ordering::SeqCst).is_null();
+    Some((used, table.capacity as usize, worker))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The worker.
 

@@ -117,6 +117,11 @@ pub fn max_locks_per_session() -> Option<usize> {
     }
 }
 
+/// pglock.max_locks_per_session as set (-1: derived, 0: no cap).
+pub fn max_locks_per_session_setting() -> i32 {
+    MAX_LOCKS_PER_SESSION.get()
+}
+
 /// Whether the cap in force is derived from the lock table (the setting is -1).
 pub fn max_locks_per_session_is_derived() -> bool {
     MAX_LOCKS_PER_SESSION.get() == -1

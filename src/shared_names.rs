@@ -124,6 +124,27 @@ pub fn map_enabled() -> bool {
     !SHARED.load(Ordering::Relaxed).is_null()
 }
 
+/// How full the map is: (backend slots, names per slot, names published now); None when
+/// there is no map. A racy count (owners write without a lock), good for a status report.
+pub fn occupancy() -> Option<(usize, usize, usize)> {
+    if !map_enabled() {
+        return None;
+    }
+    let mut slots = 0;
+    let mut per_slot = 0;
+    let mut published = 0;
+    while let Some(slot) = slot(slots) {
+        per_slot = slot.entries.len();
+        published += slot
+            .entries
+            .iter()
+            .filter(|entry| entry.len.load(Ordering::Relaxed) != 0)
+            .count();
+        slots += 1;
+    }
+    Some((slots, per_slot, published))
+}
+
 struct Slot {
     header: &'static SlotHeader,
     entries: &'static [Entry],

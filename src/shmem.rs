@@ -2,6 +2,7 @@
 //! pair of hooks sizes and attaches every shared structure (the name map, the lease table, the
 //! range of fencing tokens).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use pgrx::pg_sys;
@@ -17,6 +18,14 @@ static PREVIOUS_HOOKS: OnceLock<(
     pg_sys::shmem_request_hook_type,
     pg_sys::shmem_startup_hook_type,
 )> = OnceLock::new();
+
+/// Set once pglock's shared memory is attached (in the postmaster; inherited by every backend).
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+
+/// Whether pglock was loaded through shared_preload_libraries (its shared memory exists).
+pub fn preloaded() -> bool {
+    ATTACHED.load(Ordering::Relaxed)
+}
 
 /// Called from _PG_init while shared_preload_libraries is being processed.
 pub fn init_preloaded() {
@@ -58,5 +67,6 @@ unsafe extern "C-unwind" fn attach_shared_memory() {
         lease::attach();
         tokens::attach();
         pg_sys::LWLockRelease(lock);
+        ATTACHED.store(true, Ordering::Relaxed);
     }
 }

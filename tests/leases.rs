@@ -17,10 +17,22 @@ use postgres::Client;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Waits for the other tests of this file to finish, and for the sessions they dropped to be
+/// gone with their leases, so that each test starts from an empty lease table.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
+    let guard = ONE_AT_A_TIME
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut observer = session();
+    let start = Instant::now();
+    while lease_count(&mut observer) != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "leases of ended sessions remain"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    guard
 }
 
 fn is_alive(client: &mut Client) -> bool {
@@ -382,4 +394,51 @@ fn ten_thousand_leases() {
         );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// pglock.status() with pglock preloaded: the lease table, the worker, the name map and token
+/// ranges are reported, and the counts follow what sessions do.
+#[test]
+fn status_reports_the_lease_table_and_the_name_map() {
+    let _serial = one_at_a_time();
+    let (mut holder, mut observer) = (session(), session());
+    let status = |client: &mut Client, path: &str| -> String {
+        client
+            .query_one(&format!("SELECT pglock.status() #>> '{{{path}}}'"), &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(status(&mut observer, "preloaded"), "true");
+    assert_eq!(status(&mut observer, "fencing,token_source"), "ranges");
+    assert_eq!(status(&mut observer, "leases,worker_running"), "true");
+    assert_eq!(status(&mut observer, "leases,capacity"), "10001");
+    assert_eq!(status(&mut observer, "settings,lease_action"), "terminate");
+    let before: i64 = status(&mut observer, "leases,active").parse().unwrap();
+    assert_eq!(before, 0);
+    let names_before: i64 = status(&mut observer, "name_map,names_published")
+        .parse()
+        .unwrap();
+    assert!(try_lock(&mut holder, "status:leased"));
+    holder
+        .query_one("SELECT pglock.set_lease('status:leased', '1 hour')", &[])
+        .unwrap();
+    assert_eq!(
+        status(&mut observer, "leases,active")
+            .parse::<i64>()
+            .unwrap(),
+        before + 1
+    );
+    assert!(
+        status(&mut observer, "name_map,names_published")
+            .parse::<i64>()
+            .unwrap()
+            > names_before
+    );
+    assert!(common::unlock(&mut holder, "status:leased"));
+    assert_eq!(
+        status(&mut observer, "leases,active")
+            .parse::<i64>()
+            .unwrap(),
+        before
+    );
 }

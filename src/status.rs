@@ -1,0 +1,144 @@
+//! pglock.status(): one report, as jsonb, of whether pglock is healthy here: versions, whether
+//! it is preloaded, its settings, how full the shared lock table, the name map and the lease
+//! table are, and where fencing tokens come from.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde::Serialize;
+
+use crate::backend;
+use crate::lease;
+use crate::settings::{self, LeaseAction};
+use crate::shared_names;
+use crate::shmem;
+use crate::tokens;
+
+#[derive(Serialize)]
+struct Status {
+    /// The version of the loaded library (pglock.so).
+    version: &'static str,
+    /// The extension's SQL version in this database; behind `version` until ALTER EXTENSION
+    /// pglock UPDATE runs.
+    sql_version: Option<String>,
+    /// Whether pglock is in shared_preload_libraries (leases, names across sessions, token
+    /// ranges).
+    preloaded: bool,
+    /// Whether this server is a hot standby (pglock takes no locks there by default).
+    in_recovery: bool,
+    settings: Settings,
+    lock_table: LockTable,
+    /// The shared name map behind pglock.locks; null without preloading.
+    name_map: Option<NameMap>,
+    /// The lease table; null without preloading or with pglock.max_leases = 0.
+    leases: Option<Leases>,
+    fencing: Fencing,
+}
+
+#[derive(Serialize)]
+struct Settings {
+    max_locks_per_session: i32,
+    /// The per-session cap in force (derived when the setting is -1); null: no cap.
+    max_locks_per_session_in_force: Option<usize>,
+    allow_on_standby: bool,
+    /// The settings that exist only with preloading; null without it.
+    names_per_backend: Option<usize>,
+    max_leases: Option<usize>,
+    lease_action: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct LockTable {
+    /// Advisory locks held or awaited right now, in every database.
+    advisory_locks: i64,
+    /// Every lock in pg_locks right now (relations, transaction ids, advisory, ...).
+    all_locks: i64,
+    /// The table's nominal size: max_locks_per_transaction x backends.
+    capacity: usize,
+    max_locks_per_transaction: usize,
+    backends: usize,
+}
+
+#[derive(Serialize)]
+struct NameMap {
+    backend_slots: usize,
+    names_per_backend: usize,
+    names_published: usize,
+}
+
+#[derive(Serialize)]
+struct Leases {
+    active: usize,
+    capacity: usize,
+    worker_running: bool,
+}
+
+#[derive(Serialize)]
+struct Fencing {
+    /// "ranges": one WAL record serves about 8,200 tokens (preloaded); "one record per token".
+    token_source: &'static str,
+}
+
+fn query_one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
+    Spi::get_one::<T>(sql).ok().flatten()
+}
+
+/// pglock's health at a glance; every field is documented in the README.
+#[pg_extern(volatile, parallel_restricted)]
+fn status() -> JsonB {
+    let preloaded = shmem::preloaded();
+    let (max_locks_per_transaction, backends) = backend::lock_table_dimensions();
+    let (advisory_locks, all_locks) = Spi::get_two::<i64, i64>(
+        "SELECT count(*) FILTER (WHERE locktype OPERATOR(pg_catalog.=) 'advisory'), count(*)
+         FROM pg_catalog.pg_locks",
+    )
+    .ok()
+    .map(|(advisory, all)| (advisory.unwrap_or(0), all.unwrap_or(0)))
+    .unwrap_or_default();
+    let status = Status {
+        version: env!("CARGO_PKG_VERSION"),
+        sql_version: query_one::<String>(
+            "SELECT extversion FROM pg_catalog.pg_extension
+             WHERE extname OPERATOR(pg_catalog.=) 'pglock'",
+        ),
+        preloaded,
+        in_recovery: backend::recovery_in_progress(),
+        settings: Settings {
+            max_locks_per_session: settings::max_locks_per_session_setting(),
+            max_locks_per_session_in_force: settings::max_locks_per_session(),
+            allow_on_standby: settings::allow_on_standby(),
+            names_per_backend: preloaded.then(settings::names_per_backend),
+            max_leases: preloaded.then(settings::max_leases),
+            lease_action: preloaded.then(|| match settings::lease_action() {
+                LeaseAction::Terminate => "terminate",
+                LeaseAction::Log => "log",
+            }),
+        },
+        lock_table: LockTable {
+            advisory_locks,
+            all_locks,
+            capacity: max_locks_per_transaction * backends,
+            max_locks_per_transaction,
+            backends,
+        },
+        name_map: shared_names::occupancy().map(
+            |(backend_slots, names_per_backend, names_published)| NameMap {
+                backend_slots,
+                names_per_backend,
+                names_published,
+            },
+        ),
+        leases: lease::occupancy().map(|(active, capacity, worker_running)| Leases {
+            active,
+            capacity,
+            worker_running,
+        }),
+        fencing: Fencing {
+            token_source: if tokens::from_ranges() {
+                "ranges"
+            } else {
+                "one record per token"
+            },
+        },
+    };
+    JsonB(serde_json::to_value(status).expect("the status report is plain data"))
+}
