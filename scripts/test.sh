@@ -12,13 +12,17 @@
 #      during a wait;
 #   4. examples/: go-pglock's use cases as runnable Python scripts that assert their outcome,
 #      and tests/server: checks that read the server log;
-#   5. PgBouncer in transaction pooling mode in front of the cluster (tests/pgbouncer/pooler.sh);
+#   5. PgBouncer in transaction pooling mode in front of the cluster (tests/pgbouncer/pooler.sh),
+#      and random SQL from sqlsmith against a cluster of its own (tests/server/sqlsmith.sh;
+#      PGLOCK_SQLSMITH_SECONDS=600 soaks);
 #   6. fencing tokens across `pg_ctl restart -m immediate` and SIGKILL of the postmaster
 #      (tests/server/fencing_restart.sh); then, with pglock preloaded, the lease worker across
 #      crash restarts (tests/server/leases_restart.sh), and tokens and leases across failover
 #      to a synchronous standby (tests/standby/failover.py), which ends the cluster;
-#   7. on PostgreSQL 15, the same story on pg_auto_failover (tests/standby/pg_auto_failover.sh):
-#      a monitor, a primary and a secondary, and `pg_autoctl perform failover`.
+#   7. on PostgreSQL 15 only: pglock's Prometheus queries through prometheus-postgres-exporter
+#      (tests/server/prometheus.py); the failover story on pg_auto_failover, with a monitor, a
+#      primary, a secondary and `pg_autoctl perform failover` (tests/standby/pg_auto_failover.sh);
+#      and the Debian package, built, installed with dpkg, used and removed (tests/package/deb.sh).
 # Installs whatever is missing first (scripts/setup.sh). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -148,12 +152,19 @@ for major in "${majors[@]}"; do
   log "PostgreSQL $major: behind PgBouncer in transaction pooling mode"
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh
 
+  log "PostgreSQL $major: random SQL from sqlsmith against every function"
+  tests/server/sqlsmith.sh "$pg_config"
+
   log "PostgreSQL $major: fencing tokens across a restart and a crash"
   tests/server/fencing_restart.sh
 
   log "PostgreSQL $major: the lease worker across crash restarts"
   cluster_restart shared_preload_libraries=pglock
   tests/server/leases_restart.sh
+  if [ "$major" = 15 ]; then
+    log "PostgreSQL $major: Prometheus metrics through prometheus-postgres-exporter"
+    "$PGLOCK_PYTHON" tests/server/prometheus.py
+  fi
 
   log "PostgreSQL $major: fencing tokens and leases across failover to a synchronous standby"
   failover_test
@@ -162,6 +173,10 @@ for major in "${majors[@]}"; do
   if [ "$major" = 15 ]; then
     log "PostgreSQL $major: fencing tokens and leases across a pg_auto_failover failover"
     tests/standby/pg_auto_failover.sh "$PGLOCK_PYTHON"
+
+    log "PostgreSQL $major: the Debian package"
+    tests/package/deb.sh
+    scripts/install.sh --debug --pg-config "$pg_config"  # the source build back in place
   fi
 done
 log "all tests passed on PostgreSQL ${majors[*]}"
