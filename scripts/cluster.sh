@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL clusters for scripts/run.sh and scripts/test.sh: created in a temporary
 # directory owned by postgres, listening on a Unix socket there only, removed on exit.
-# Source after scripts/setup.sh.
+# Source after scripts/lib.sh.
 
 # cluster_start PG_CONFIG [postgres -c settings...]: sets PGHOST, PGPORT, PGUSER, PGDATABASE,
 # PGLOCK_CLUSTER_DIR (with server.log), PGLOCK_CLUSTER_BINDIR and PGLOCK_CLUSTER_OPTIONS (the

@@ -10,7 +10,8 @@
 # the package's path. Install it with `dpkg -i`, then CREATE EXTENSION pglock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/lib.sh
+pglock_setup
 
 major=${1:?usage: scripts/package-deb.sh MAJOR [OUTDIR]}
 outdir=${2:-target/debian}

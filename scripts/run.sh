@@ -7,7 +7,8 @@
 # on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/lib.sh
+pglock_setup
 source scripts/cluster.sh
 
 major=${1:-15}

@@ -26,7 +26,8 @@
 # Installs whatever is missing first (scripts/setup.sh). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/lib.sh
+pglock_setup
 source scripts/cluster.sh
 
 bash scripts/check-versions.sh

@@ -9,7 +9,7 @@
 # Usage: tests/package/deb.sh (as root)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-source scripts/setup.sh >/dev/null
+source scripts/lib.sh
 major=15
 package=postgresql-$major-pglock
 bindir=/usr/lib/postgresql/$major/bin
