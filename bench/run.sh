@@ -7,15 +7,17 @@
 # 2 cores, quick mode about 3. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/lib.sh
+pglock_setup
 
 apt_install_missing mariadb-server redis-server libmariadb-dev python3-venv
 
 venv=${PGLOCK_BENCH_VENV:-/opt/pglock/bench-venv}
-if ! "$venv/bin/python" -c 'import psycopg, MySQLdb, redis' 2>/dev/null; then
-  log "installing the Python clients into $venv"
+if ! "$venv/bin/python" -c 'import psycopg, MySQLdb, redis, matplotlib' 2>/dev/null; then
+  log "installing the Python clients and matplotlib into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet 'psycopg[binary]>=3.2' 'mysqlclient>=2.2' 'redis>=5'
+  "$venv/bin/pip" install --quiet 'psycopg[binary]>=3.2' 'mysqlclient>=2.2' 'redis>=5' \
+    'matplotlib>=3.7'
 fi
 
 pg_config=$(pg_config_for 15)
