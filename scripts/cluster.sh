@@ -9,9 +9,7 @@
 cluster_start() {
   PGLOCK_CLUSTER_BINDIR=$("$1" --bindir)
   shift
-  PGLOCK_CLUSTER_DIR=$(mktemp -d /tmp/pglock-cluster.XXXXXX)
-  chmod 755 "$PGLOCK_CLUSTER_DIR"
-  chown postgres: "$PGLOCK_CLUSTER_DIR"
+  PGLOCK_CLUSTER_DIR=$(postgres_dir cluster)
   trap cluster_stop EXIT
   sudo -u postgres "$PGLOCK_CLUSTER_BINDIR/initdb" -D "$PGLOCK_CLUSTER_DIR/data" -U postgres \
     -A trust --no-sync --encoding UTF8 --locale C >/dev/null

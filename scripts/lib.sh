@@ -24,6 +24,16 @@ pg_config_for() {
   fi
 }
 
+# postgres_dir NAME: makes a new directory /tmp/pglock-NAME.XXXXXX that postgres owns (servers
+# and sockets go there) and everyone may read, and prints its path.
+postgres_dir() {
+  local dir
+  dir=$(mktemp -d "/tmp/pglock-$1.XXXXXX")
+  chmod 755 "$dir"
+  chown postgres: "$dir"
+  echo "$dir"
+}
+
 # Python with psycopg, for the examples and the client tests (installed by pglock_setup).
 PGLOCK_PYTHON=$PGLOCK_PREFIX/venv/bin/python
 

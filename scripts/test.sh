@@ -45,9 +45,7 @@ specs=$(cd tests/isolation/specs && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | 
 # pg_basebackup and starts it on port 5433 with its socket in $standby (a new directory).
 start_standby() {
   local bindir=$PGLOCK_CLUSTER_BINDIR
-  standby=$(mktemp -d /tmp/pglock-standby.XXXXXX)
-  chmod 755 "$standby"
-  chown postgres: "$standby"
+  standby=$(postgres_dir standby)
   # A fast checkpoint: the default spread one can take minutes on an idle server.
   sudo -u postgres timeout 300 "$bindir/pg_basebackup" -D "$standby/data" -R -X stream \
     --no-sync --checkpoint=fast \

@@ -29,11 +29,12 @@ use pgrx::prelude::*;
 
 use crate::backend;
 use crate::errors;
-use crate::lockmgr::{field4, AdvisoryLock, Mode};
+use crate::lockmgr::{field4, key_held_in_any_mode, AdvisoryLock, Mode};
 use crate::name::LockName;
 use crate::registry;
 use crate::request::{refuse_parallel_worker, LockRequest};
 use crate::settings::{self, LeaseAction};
+use crate::wait;
 
 /// Bytes of the lock's name kept for the worker's log message (longer names are cut).
 const NAME_BYTES: usize = 128;
@@ -207,13 +208,6 @@ thread_local! {
     static EXIT_CALLBACK: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether this session holds `key` in any mode of the bigint keyspace.
-fn holds_key(key: i64) -> bool {
-    Mode::ON_KEY
-        .into_iter()
-        .any(|mode| AdvisoryLock { key, mode }.is_held())
-}
-
 fn application_name() -> String {
     // SAFETY: the application_name setting: a valid C string (or null) while the backend runs.
     unsafe {
@@ -237,11 +231,11 @@ fn set(key: i64, name: Option<&str>, lease_us: Option<i64>) -> bool {
         errors::lease_on_standby();
     }
     let Some(lease_us) = lease_us else {
-        let held = holds_key(key);
+        let held = key_held_in_any_mode(key);
         remove_own(table, key);
         return held;
     };
-    if !holds_key(key) {
+    if !key_held_in_any_mode(key) {
         remove_own(table, key);
         return false;
     }
@@ -297,7 +291,7 @@ fn renew_lease(key: i64) -> bool {
     let Some(hint) = OWN.with_borrow(|own| own.get(&key).copied()) else {
         return false;
     };
-    if !holds_key(key) {
+    if !key_held_in_any_mode(key) {
         remove_own(table, key);
         return false;
     }
@@ -350,7 +344,8 @@ fn remove_own(table: &Table, key: i64) {
 /// lock in no mode any more: the lease ends with the hold. One thread-local read when the
 /// session has no lease.
 pub fn released(key: i64) {
-    if OWN.with_borrow(|own| own.is_empty() || !own.contains_key(&key)) || holds_key(key) {
+    if OWN.with_borrow(|own| own.is_empty() || !own.contains_key(&key)) || key_held_in_any_mode(key)
+    {
         return;
     }
     if let Some(table) = table() {
@@ -404,12 +399,11 @@ unsafe extern "C-unwind" fn remove_all_own(_code: i32, _arg: pg_sys::Datum) {
 
 /// A lease length in microseconds from a SQL interval: positive, at most a century.
 fn lease_micros(lease: Option<Interval>) -> Option<i64> {
-    const CENTURY_MICROS: i128 = 100 * 366 * 86_400 * 1_000_000;
     let micros = lease?.as_micros();
     if micros <= 0 {
         errors::lease_not_positive();
     }
-    Some(micros.min(CENTURY_MICROS) as i64)
+    Some(wait::at_most_a_century(micros))
 }
 
 /// Gives this session's hold of `name` a lease: unless renewed within `lease`, the session

@@ -359,6 +359,14 @@ fn same_tag(a: &pg_sys::LOCKTAG, b: &pg_sys::LOCKTAG) -> bool {
     )
 }
 
+/// Whether this backend holds `key` in any mode of the bigint keyspace (field4 = 1), in
+/// either scope (no shared memory read).
+pub fn key_held_in_any_mode(key: i64) -> bool {
+    Mode::ON_KEY
+        .into_iter()
+        .any(|mode| AdvisoryLock { key, mode }.is_held())
+}
+
 /// Releases every session-scope advisory lock of this backend, as pg_advisory_unlock_all().
 pub fn release_all_session_locks() {
     // SAFETY: the same call pg_advisory_unlock_all() makes.

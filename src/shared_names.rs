@@ -24,7 +24,7 @@ use pgrx::prelude::*;
 use crate::backend;
 use crate::compat;
 use crate::key::derive_key;
-use crate::lockmgr::{AdvisoryLock, Mode};
+use crate::lockmgr::key_held_in_any_mode;
 use crate::name::MAX_NAME_BYTES;
 
 const NAME_WORDS: usize = MAX_NAME_BYTES / 8;
@@ -217,7 +217,7 @@ pub fn withdraw_if_unheld(key: i64) {
         return;
     }
     OWN_SLOT.with_borrow_mut(|local| {
-        if local.by_key.contains_key(&key) && !held_in_any_mode(key) {
+        if local.by_key.contains_key(&key) && !key_held_in_any_mode(key) {
             local.free_entry_of(key);
         }
     });
@@ -234,12 +234,6 @@ impl OwnSlot {
         }
         self.free.push(index);
     }
-}
-
-fn held_in_any_mode(key: i64) -> bool {
-    Mode::ON_KEY
-        .into_iter()
-        .any(|mode| AdvisoryLock { key, mode }.is_held())
 }
 
 /// Takes this backend's slot on first use and arranges for it to be emptied at exit.
@@ -267,7 +261,7 @@ fn sweep(local: &mut OwnSlot) {
         .by_key
         .keys()
         .copied()
-        .filter(|&key| !held_in_any_mode(key))
+        .filter(|&key| !key_held_in_any_mode(key))
         .collect();
     for key in stale {
         local.free_entry_of(key);

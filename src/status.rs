@@ -11,7 +11,6 @@ use crate::lease;
 use crate::settings::{self, LeaseAction};
 use crate::shared_names;
 use crate::shmem;
-use crate::tokens;
 
 #[derive(Serialize)]
 struct Status {
@@ -133,7 +132,8 @@ fn status() -> JsonB {
             worker_running,
         }),
         fencing: Fencing {
-            token_source: if tokens::from_ranges() {
+            // The range exists exactly when pglock is preloaded (see tokens.rs).
+            token_source: if preloaded {
                 "ranges"
             } else {
                 "one record per token"

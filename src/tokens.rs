@@ -82,11 +82,6 @@ fn with_range<R>(range: *mut Range, f: impl FnOnce(&mut Range) -> R) -> R {
     }
 }
 
-/// Whether tokens come from shared ranges (pglock preloaded) rather than a record each.
-pub fn from_ranges() -> bool {
-    !RANGE.load(Ordering::Acquire).is_null()
-}
-
 /// A new fencing token, greater than every token this cluster has returned before.
 ///
 /// The caller checked that this is not a standby (WAL cannot be written there).

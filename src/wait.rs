@@ -95,13 +95,19 @@ impl Wait {
     /// The wait for a timeout of `micros` ≥ 0 microseconds: 0 tries once, and one beyond a
     /// century is a century (as good as none, and it keeps the deadline in range).
     pub fn for_micros(micros: i128) -> Self {
-        const CENTURY_MICROS: i128 = 100 * 366 * 86_400 * 1_000_000;
         if micros == 0 {
             Wait::No
         } else {
-            Wait::Within(micros.min(CENTURY_MICROS) as i64)
+            Wait::Within(at_most_a_century(micros))
         }
     }
+}
+
+/// A length of time in microseconds (≥ 0), a century at most: as good as no limit, and every
+/// deadline computed from it stays in range.
+pub fn at_most_a_century(micros: i128) -> i64 {
+    const CENTURY_MICROS: i128 = 100 * 366 * 86_400 * 1_000_000;
+    micros.min(CENTURY_MICROS) as i64
 }
 
 /// What a wait came to.

@@ -15,9 +15,7 @@ package=postgresql-$major-pglock
 bindir=/usr/lib/postgresql/$major/bin
 libdir=/usr/lib/postgresql/$major/lib
 extdir=/usr/share/postgresql/$major/extension
-work=$(mktemp -d /tmp/pglock-deb.XXXXXX)
-chmod 755 "$work"
-chown postgres: "$work"
+work=$(postgres_dir deb)
 fail() { echo "package: $*" >&2; exit 1; }
 cleanup() {
   sudo -u postgres "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true

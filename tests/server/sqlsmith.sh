@@ -12,12 +12,11 @@
 # Usage: tests/server/sqlsmith.sh PG_CONFIG
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/lib.sh
 pg_config=${1:?usage: $0 PG_CONFIG}
 seconds=${PGLOCK_SQLSMITH_SECONDS:-30}
 bindir=$("$pg_config" --bindir)
-dir=$(mktemp -d /tmp/pglock-sqlsmith.XXXXXX)
-chmod 755 "$dir"
-chown postgres: "$dir"
+dir=$(postgres_dir sqlsmith)
 fail() { echo "sqlsmith: $*" >&2; exit 1; }
 cleanup() {
   sudo -u postgres "$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true

@@ -46,7 +46,12 @@ def lease_worker_runs(connection):
 def tell(test, primary, read_write, fail_over):
     """primary: conninfo of the current primary; read_write: a multi-host conninfo with
     target_session_attrs=read-write; fail_over(): makes another server the primary."""
-    resource = FencedFile(os.path.join(tempfile.mkdtemp(prefix=f"pglock-{test}."), "state.json"))
+    with tempfile.TemporaryDirectory(prefix=f"pglock-{test}.") as directory:
+        tell_with(FencedFile(os.path.join(directory, "state.json")), test, primary, read_write,
+                  fail_over)
+
+
+def tell_with(resource, test, primary, read_write, fail_over):
 
     a = psycopg.connect(primary, autocommit=True)
     sync = {row[0] for row in a.execute("SELECT sync_state FROM pg_stat_replication")}

@@ -10,9 +10,8 @@ set -euo pipefail
 python=${1:?usage: $0 PYTHON}
 bindir=/usr/lib/postgresql/15/bin
 monitor_port=55460 primary_port=55461 secondary_port=55462
-dir=$(mktemp -d /tmp/pglock-paf.XXXXXX)
-chmod 755 "$dir"
-chown postgres: "$dir"
+source "$(dirname "$0")/../../scripts/lib.sh"
+dir=$(postgres_dir paf)
 autoctl="sudo -u postgres env XDG_CONFIG_HOME=$dir/config XDG_DATA_HOME=$dir/data timeout 120 pg_autoctl"
 fail() { echo "pg_auto_failover: $*" >&2; exit 1; }
 
