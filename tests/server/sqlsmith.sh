@@ -70,8 +70,12 @@ run "$RANDOM" --exclude-catalog
 
 # What really ran (pg_stat_user_functions counts calls of C functions with track_functions =
 # all), not only what was generated: functions taking a name (text) and taking arrays.
-sql -At -c "SELECT pg_stat_force_next_flush()" >/dev/null 2>&1 || true
-sleep 1
+# A backend flushes its function counts when it exits: wait until sqlsmith's have (at most 30 s).
+for _ in $(seq 300); do
+  [ "$(sql -At -c "SELECT count(*) FROM pg_stat_activity
+                   WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")" = 0 ] && break
+  sleep 0.1
+done
 executed=$(sql -At -c "
   SELECT count(*) FILTER (WHERE p.proargtypes[0] = 'text'::regtype) || ' ' ||
          count(*) FILTER (WHERE p.proargtypes[0] IN ('text[]'::regtype, 'bigint[]'::regtype)) || ' ' ||
