@@ -104,6 +104,12 @@ fn every_cancel_of_a_timing_out_session_surfaces_as_57014() {
                 let waiter_pid = pid(&mut waiter);
                 let mut canceller = session();
                 for round in 0..6 {
+                    // The client returns on the ErrorResponse, before the backend reports
+                    // itself idle, so the last round's DO may still show as active: tag each
+                    // round's statement so that the canceller waits for this one.
+                    let tag = format!("/* worker {worker} round {round} */");
+                    let statement = format!("{tag} {}", timing_out_for("busy-cancel", 20));
+                    let pattern = format!("{tag}%");
                     let token = waiter.cancel_token();
                     let cancel = thread::spawn(move || {
                         let start = Instant::now();
@@ -111,8 +117,8 @@ fn every_cancel_of_a_timing_out_session_surfaces_as_57014() {
                             let active: bool = canceller
                                 .query_one(
                                     "SELECT EXISTS (SELECT FROM pg_stat_activity
-                                     WHERE pid = $1 AND state = 'active' AND query LIKE 'DO%')",
-                                    &[&waiter_pid],
+                                     WHERE pid = $1 AND state = 'active' AND query LIKE $2)",
+                                    &[&waiter_pid, &pattern],
                                 )
                                 .unwrap()
                                 .get(0);
@@ -135,7 +141,7 @@ fn every_cancel_of_a_timing_out_session_surfaces_as_57014() {
                         }
                         canceller
                     });
-                    let result = waiter.batch_execute(&timing_out_for("busy-cancel", 20));
+                    let result = waiter.batch_execute(&statement);
                     canceller = cancel.join().unwrap();
                     let error = result.expect_err("the cancel must end the statement");
                     assert_eq!(
