@@ -77,4 +77,7 @@ COMMENT ON FUNCTION pglock.set_lease(bigint, interval) IS 'Gives this session''s
 COMMENT ON FUNCTION pglock.renew(text) IS 'Extends this session''s lease on a name by its length from now; false if the session has no lease on it.';
 COMMENT ON FUNCTION pglock.renew(bigint) IS 'Extends this session''s lease on a key by its length from now; false if the session has no lease on it.';
 COMMENT ON FUNCTION pglock.leases() IS 'Every lease in this database: holder pid, key, length and expiry; backs pglock.locks.lease_expires_at.';
-COMMENT ON FUNCTION pglock.status() IS 'pglock''s health at a glance, as jsonb: versions, preloading, settings, how full the lock table, the name map and the lease table are, and where fencing tokens come from.';
+COMMENT ON FUNCTION pglock.status() IS 'pglock''s health at a glance, as jsonb: versions, preloading, settings, how full the lock table, the name map, the lease table and the statistics table are, and where fencing tokens come from.';
+COMMENT ON FUNCTION pglock.lock_stats() IS 'The rows of pglock.stats: this database''s, and every database''s for members of pg_read_all_stats. Needs shared_preload_libraries.';
+COMMENT ON FUNCTION pglock.stats_reset(text) IS 'Forgets the statistics of one name in this database, or, with no name, of every lock in every database. Superusers only unless granted.';
+COMMENT ON FUNCTION pglock.stats_reset(bigint) IS 'Forgets the statistics of one key in this database. Superusers only unless granted.';

@@ -1,6 +1,7 @@
 -- pglock 0.2.0 -> 0.3.0: lock shapes (many locks at once, waiting for a release, who holds a
 -- lock, upgradeable locks, semaphores, MySQL's GET_LOCK family), fencing tokens, leases,
--- status(), and pglock.locks showing upgradeable holds, semaphore slots and leases.
+-- status(), statistics per lock (pglock.stats), and pglock.locks showing upgradeable holds,
+-- semaphore slots and leases.
 \echo Use "ALTER EXTENSION pglock UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Many locks at once, all or nothing, in ascending key order under one deadline.
@@ -343,6 +344,62 @@ STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'status_wrapper';
 
+-- Statistics per lock across sessions (needs shared_preload_libraries).
+
+CREATE FUNCTION pglock.lock_stats() RETURNS TABLE (
+    database oid,
+    key bigint,
+    name text,
+    acquisitions bigint,
+    waited bigint,
+    busy bigint,
+    timeouts bigint,
+    deadlocks bigint,
+    cancels bigint,
+    total_wait_time double precision,
+    max_wait_time double precision,
+    session_holds bigint,
+    total_session_hold_time double precision,
+    max_session_hold_time double precision,
+    xact_holds bigint,
+    total_xact_hold_time double precision,
+    max_xact_hold_time double precision,
+    first_acquired timestamp with time zone,
+    last_acquired timestamp with time zone
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'lock_stats_wrapper';
+
+CREATE FUNCTION pglock.stats_reset(
+    key bigint
+) RETURNS void
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'stats_reset_key_wrapper';
+
+CREATE FUNCTION pglock.stats_reset(
+    name text DEFAULT NULL
+) RETURNS void
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'stats_reset_name_wrapper';
+
+CREATE VIEW pglock.stats AS
+SELECT d.datname AS database, s.key, s.name,
+       s.acquisitions, s.waited, s.busy, s.timeouts, s.deadlocks, s.cancels,
+       s.total_wait_time, s.max_wait_time,
+       s.session_holds, s.total_session_hold_time, s.max_session_hold_time,
+       s.xact_holds, s.total_xact_hold_time, s.max_xact_hold_time,
+       s.first_acquired, s.last_acquired
+FROM pglock.lock_stats() s
+LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.database;
+
+COMMENT ON VIEW pglock.stats IS 'Statistics per lock across sessions since the last reset: acquisitions, waits, timeouts, deadlocks, cancels, wait and hold times (ms). Needs shared_preload_libraries.';
+GRANT SELECT ON pglock.stats TO PUBLIC;
+REVOKE ALL ON FUNCTION pglock.stats_reset(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pglock.stats_reset(bigint) FROM PUBLIC;
+
 -- MySQL's user-level lock functions.
 
 CREATE FUNCTION pglock.get_lock(
@@ -499,4 +556,7 @@ COMMENT ON FUNCTION pglock.set_lease(bigint, interval) IS 'Gives this session''s
 COMMENT ON FUNCTION pglock.renew(text) IS 'Extends this session''s lease on a name by its length from now; false if the session has no lease on it.';
 COMMENT ON FUNCTION pglock.renew(bigint) IS 'Extends this session''s lease on a key by its length from now; false if the session has no lease on it.';
 COMMENT ON FUNCTION pglock.leases() IS 'Every lease in this database: holder pid, key, length and expiry; backs pglock.locks.lease_expires_at.';
-COMMENT ON FUNCTION pglock.status() IS 'pglock''s health at a glance, as jsonb: versions, preloading, settings, how full the lock table, the name map and the lease table are, and where fencing tokens come from.';
+COMMENT ON FUNCTION pglock.status() IS 'pglock''s health at a glance, as jsonb: versions, preloading, settings, how full the lock table, the name map, the lease table and the statistics table are, and where fencing tokens come from.';
+COMMENT ON FUNCTION pglock.lock_stats() IS 'The rows of pglock.stats: this database''s, and every database''s for members of pg_read_all_stats. Needs shared_preload_libraries.';
+COMMENT ON FUNCTION pglock.stats_reset(text) IS 'Forgets the statistics of one name in this database, or, with no name, of every lock in every database. Superusers only unless granted.';
+COMMENT ON FUNCTION pglock.stats_reset(bigint) IS 'Forgets the statistics of one key in this database. Superusers only unless granted.';

@@ -1,7 +1,7 @@
 //! Safe reads of the backend's own globals: who and where this session is, the clock, the
 //! transaction and parallel state. Every other module asks here instead of touching pg_sys.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -66,6 +66,18 @@ pub fn may_read_stats_of(role: pg_sys::Oid) -> bool {
     }
 }
 
+/// Whether the current user may read every database's statistics (a superuser or a member of
+/// pg_read_all_stats).
+pub fn may_read_all_stats() -> bool {
+    // SAFETY: catalog lookups through the role membership cache, inside a transaction.
+    unsafe {
+        pg_sys::has_privs_of_role(
+            pg_sys::GetUserId(),
+            pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS),
+        )
+    }
+}
+
 /// max_locks_per_transaction and the number of backend slots (MaxBackends): the shared lock
 /// table holds their product, in locks.
 pub fn lock_table_dimensions() -> (usize, usize) {
@@ -74,18 +86,59 @@ pub fn lock_table_dimensions() -> (usize, usize) {
     (per_transaction.max(1) as usize, backends.max(1) as usize)
 }
 
+/// Callbacks of one kind, in the order given.
+type Callbacks = RefCell<Vec<fn()>>;
+
 thread_local! {
-    static AT_TRANSACTION_END: Cell<Option<fn()>> = const { Cell::new(None) };
+    static AT_TRANSACTION_END: Callbacks = const { RefCell::new(Vec::new()) };
+    static AT_EXIT: Callbacks = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `callback` at the end of every later transaction of this backend (commit, abort or
 /// prepare), once PostgreSQL has decided it but before it releases the transaction's locks.
-/// One callback per backend: a later call replaces it.
+/// Callbacks run in the order they were first given; giving one again changes nothing.
 pub fn at_every_transaction_end(callback: fn()) {
-    if AT_TRANSACTION_END.replace(Some(callback)).is_none() {
+    let first = AT_TRANSACTION_END.with_borrow_mut(|callbacks| add_callback(callbacks, callback));
+    if first {
         // SAFETY: registers a callback for the rest of this backend's life.
         unsafe { pg_sys::RegisterXactCallback(Some(transaction_event), std::ptr::null_mut()) };
     }
+}
+
+/// Calls `callback` when the backend exits, before PostgreSQL releases its session locks and
+/// detaches shared memory. Giving one again changes nothing.
+pub fn at_exit(callback: fn()) {
+    let first = AT_EXIT.with_borrow_mut(|callbacks| add_callback(callbacks, callback));
+    if first {
+        // SAFETY: registers a callback for the rest of this backend's life.
+        unsafe { pg_sys::before_shmem_exit(Some(exiting), pg_sys::Datum::from(0)) };
+    }
+}
+
+/// Adds `callback` unless it is there; says whether the list was empty.
+fn add_callback(callbacks: &mut Vec<fn()>, callback: fn()) -> bool {
+    let first = callbacks.is_empty();
+    if !callbacks
+        .iter()
+        .any(|&known| std::ptr::fn_addr_eq(known, callback))
+    {
+        callbacks.push(callback);
+    }
+    first
+}
+
+/// Runs the callbacks of `list`; a callback may register another meanwhile (it runs next time).
+fn run_callbacks(list: &'static std::thread::LocalKey<Callbacks>) {
+    let mut next = 0;
+    while let Some(callback) = list.with_borrow(|callbacks| callbacks.get(next).copied()) {
+        callback();
+        next += 1;
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn exiting(_code: i32, _arg: pg_sys::Datum) {
+    run_callbacks(&AT_EXIT);
 }
 
 #[pg_guard]
@@ -98,8 +151,6 @@ unsafe extern "C-unwind" fn transaction_event(
         event,
         XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE
     ) {
-        if let Some(callback) = AT_TRANSACTION_END.get() {
-            callback();
-        }
+        run_callbacks(&AT_TRANSACTION_END);
     }
 }

@@ -300,6 +300,18 @@ pub fn leases_need_preload() -> ! {
     )
 }
 
+pub fn stats_need_preload() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pglock statistics must be loaded via \"shared_preload_libraries\"",
+            function_name!(),
+        )
+        .set_detail("The statistics of every session are kept in shared memory, which exists only when pglock is loaded with the server.")
+        .set_hint("Add pglock to shared_preload_libraries and restart the server."),
+    )
+}
+
 pub fn lease_on_standby() -> ! {
     raise(
         ErrorReport::new(

@@ -20,6 +20,7 @@ mod semaphore;
 mod settings;
 mod shared_names;
 mod shmem;
+mod stats;
 mod status;
 mod tokens;
 mod upgradeable;

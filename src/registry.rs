@@ -16,6 +16,7 @@ use crate::fast_hash::FastHasher;
 use crate::lease;
 use crate::lockmgr::{self, AdvisoryLock, Holds, LocalEntry, Mode, Scope};
 use crate::shared_names;
+use crate::stats::{self, Counters};
 
 #[derive(Default)]
 struct Entry {
@@ -31,6 +32,8 @@ struct Entry {
     local: Option<LocalEntry>,
     /// The fencing token of the current hold, if a fenced acquisition began or joined it.
     token: Option<i64>,
+    /// What this entry counted for pglock.stats since it last handed its counts on.
+    tally: Counters,
 }
 
 impl Entry {
@@ -41,19 +44,52 @@ impl Entry {
         }
     }
 
-    /// Forgets the start time of any scope no longer held; says whether anything is left.
-    fn forget_ended(&mut self, holds: Holds) -> bool {
+    /// Forgets the start time of any scope no longer held (counting the hold that ended);
+    /// says whether anything is left.
+    /// `clock` gives the time a hold ends at (None: statistics are off).
+    fn forget_ended(
+        &mut self,
+        holds: Holds,
+        clock: &mut impl FnMut() -> Option<Timestamp>,
+    ) -> bool {
         if holds.session == 0 {
-            self.session_since = None;
+            self.end_hold(Scope::Session, clock);
         }
         if holds.transaction == 0 {
-            self.transaction_since = None;
+            self.end_hold(Scope::Transaction, clock);
         }
         if holds == Holds::default() {
             self.token = None;
         }
         holds != Holds::default()
     }
+
+    /// Ends the hold in `scope`, if there is one, and counts it at `clock`'s time.
+    fn end_hold(&mut self, scope: Scope, clock: &mut impl FnMut() -> Option<Timestamp>) {
+        if let Some(since) = self.since_mut(scope).take() {
+            if let Some(now) = clock() {
+                self.tally.hold_ended(scope == Scope::Session, now - since);
+            }
+        }
+    }
+
+    /// Hands what this entry counted on to the backend's pending statistics.
+    fn hand_on_tally(&mut self, key: i64) {
+        if !self.tally.is_empty() {
+            stats::add(key, self.name.as_deref(), &self.tally);
+            self.tally = Counters::default();
+        }
+    }
+}
+
+type Timestamp = pg_sys::TimestampTz;
+
+/// The time holds end at, for pglock.stats: None when statistics are off, else the clock, read
+/// once however many holds end.
+fn hold_clock() -> impl FnMut() -> Option<Timestamp> {
+    let tracking = stats::tracking();
+    let mut now = None;
+    move || tracking.then(|| *now.get_or_insert_with(backend::now))
 }
 
 struct Registry {
@@ -117,8 +153,12 @@ pub fn acquired(
         }
         let since = entry.since_mut(scope);
         // A depth of one in this scope means this acquisition began the hold.
-        if holds.in_scope(scope) == 1 || since.is_none() {
-            *since = Some(backend::now());
+        let began = (holds.in_scope(scope) == 1 || since.is_none()).then(backend::now);
+        if began.is_some() {
+            *since = began;
+        }
+        if stats::tracking() {
+            entry.tally.acquired(began.unwrap_or_else(backend::now));
         }
         let named = entry.name.is_some();
         (named || (began_hold && !registry.named_in_other_mode(lock))).then_some(named)
@@ -158,7 +198,7 @@ pub fn release_session_hold(lock: AdvisoryLock) -> Option<Holds> {
         let remembered = entry.as_ref().and_then(|entry| entry.local);
         let holds = lock.release_via(Scope::Session, remembered)?;
         if let Some(entry) = entry {
-            entry.forget_ended(holds);
+            entry.forget_ended(holds, &mut hold_clock());
         }
         Some(holds)
     })?;
@@ -209,9 +249,11 @@ pub fn release_all_session_locks() -> i32 {
 pub fn held() -> Vec<HeldLock> {
     REGISTRY.with_borrow_mut(|registry| {
         let mut rows = Vec::new();
+        let mut clock = hold_clock();
         registry.entries.retain(|lock, entry| {
             let holds = lock.holds_via(entry.local);
-            if !entry.forget_ended(holds) {
+            if !entry.forget_ended(holds, &mut clock) {
+                entry.hand_on_tally(lock.key);
                 return false;
             }
             for scope in [Scope::Session, Scope::Transaction] {
@@ -244,14 +286,21 @@ impl Registry {
     fn watch_transaction_ends(&mut self) {
         if !self.callbacks_registered {
             backend::at_every_transaction_end(transaction_ended);
+            backend::at_exit(count_holds_at_exit);
             self.callbacks_registered = true;
         }
     }
 
     /// Drops entries for locks no longer held; keeps the sweep amortised.
     fn sweep(&mut self) {
-        self.entries
-            .retain(|lock, entry| entry.forget_ended(lock.holds_via(entry.local)));
+        let mut clock = hold_clock();
+        self.entries.retain(|lock, entry| {
+            let kept = entry.forget_ended(lock.holds_via(entry.local), &mut clock);
+            if !kept {
+                entry.hand_on_tally(lock.key);
+            }
+            kept
+        });
         self.sweep_at = (2 * self.entries.len()).max(FIRST_SWEEP);
     }
 
@@ -275,14 +324,26 @@ impl Registry {
     /// was released during it (by pg_advisory_unlock, DISCARD ALL, ...) is forgotten now,
     /// before anything outside pglock can take the lock again in a later transaction.
     fn transaction_ended(&mut self) {
+        let mut clock = hold_clock();
         for (lock, entry) in self.entries.iter_mut() {
-            entry.transaction_since = None;
+            entry.end_hold(Scope::Transaction, &mut clock);
             if (entry.session_since.is_some() || entry.token.is_some())
                 && lock.holds_via(entry.local).session == 0
             {
-                entry.session_since = None;
+                entry.end_hold(Scope::Session, &mut clock);
                 entry.token = None;
             }
+            entry.hand_on_tally(lock.key);
+        }
+    }
+
+    /// As the session exits: every hold ends now.
+    fn session_exiting(&mut self) {
+        let mut clock = hold_clock();
+        for (lock, entry) in self.entries.iter_mut() {
+            entry.end_hold(Scope::Transaction, &mut clock);
+            entry.end_hold(Scope::Session, &mut clock);
+            entry.hand_on_tally(lock.key);
         }
     }
 }
@@ -303,6 +364,18 @@ fn transaction_ended() {
         }
     });
     lease::forget_released();
+    stats::flush();
+}
+
+/// As the session exits, before PostgreSQL releases its locks: every hold ends now, and what
+/// was counted for pglock.stats goes to the shared table.
+fn count_holds_at_exit() {
+    REGISTRY.with(|registry| {
+        if let Ok(mut registry) = registry.try_borrow_mut() {
+            registry.session_exiting();
+        }
+    });
+    stats::flush();
 }
 
 /// The fencing token of this session's current hold of `lock`, if it holds it and a fenced
@@ -310,7 +383,7 @@ fn transaction_ended() {
 pub fn token(lock: AdvisoryLock) -> Option<i64> {
     REGISTRY.with_borrow_mut(|registry| {
         let entry = registry.entries.get_mut(&lock)?;
-        entry.forget_ended(lock.holds_via(entry.local));
+        entry.forget_ended(lock.holds_via(entry.local), &mut hold_clock());
         entry.token
     })
 }
@@ -377,15 +450,50 @@ mod tests {
             transaction_since: Some(2),
             ..Entry::default()
         };
-        assert!(entry.forget_ended(Holds {
-            session: 2,
-            transaction: 0
-        }));
+        assert!(entry.forget_ended(
+            Holds {
+                session: 2,
+                transaction: 0
+            },
+            &mut || None
+        ));
         assert_eq!(
             (entry.session_since, entry.transaction_since),
             (Some(1), None)
         );
-        assert!(!entry.forget_ended(Holds::default()));
+        assert!(!entry.forget_ended(Holds::default(), &mut || None));
         assert_eq!((entry.session_since, entry.transaction_since), (None, None));
+        assert!(
+            entry.tally.is_empty(),
+            "nothing counted with statistics off"
+        );
+    }
+
+    #[test]
+    fn an_ended_hold_is_counted_once_at_the_clock_time_in_its_scope() {
+        let mut entry = Entry {
+            session_since: Some(1_000),
+            transaction_since: Some(4_000),
+            ..Entry::default()
+        };
+        let mut reads = 0;
+        let mut clock = || {
+            reads += 1;
+            Some(10_000)
+        };
+        assert!(!entry.forget_ended(Holds::default(), &mut clock));
+        assert_eq!(
+            (
+                entry.tally.session_holds,
+                entry.tally.session_hold_us,
+                entry.tally.xact_holds,
+                entry.tally.max_xact_hold_us
+            ),
+            (1, 9_000, 1, 6_000)
+        );
+        // A scope already ended is not counted again.
+        assert!(!entry.forget_ended(Holds::default(), &mut clock));
+        assert_eq!((entry.tally.session_holds, entry.tally.xact_holds), (1, 1));
+        assert_eq!(reads, 2);
     }
 }

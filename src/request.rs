@@ -14,6 +14,7 @@ use crate::lockmgr::{AdvisoryLock, Mode, Scope};
 use crate::name::LockName;
 use crate::registry;
 use crate::settings;
+use crate::stats;
 use crate::wait::{self, Outcome, Wait};
 
 /// The lock a name or key refers to, in a mode.
@@ -66,17 +67,21 @@ impl<'a> LockRequest<'a> {
         }
         let (holds, local) = match self.lock.try_acquire(scope) {
             Some((holds, local)) => (holds, Some(local)),
-            None if matches!(wait, Wait::No) => return false,
+            None if matches!(wait, Wait::No) => {
+                stats::busy(self.lock.key, self.name.as_deref());
+                return false;
+            }
             None => {
                 // Waiters show their lock's name to other sessions too.
                 registry::waiting(self.lock, self.name.as_deref());
-                let outcome = match wait {
-                    Wait::WithoutDeadline => {
-                        Outcome::Granted(wait::acquire_without_deadline(self.lock, scope))
-                    }
-                    Wait::Within(micros) => wait::acquire_within(self.lock, scope, micros),
-                    Wait::No => unreachable!("handled above"),
-                };
+                let outcome =
+                    stats::timed_wait(self.lock.key, self.name.as_deref(), || match wait {
+                        Wait::WithoutDeadline => {
+                            Outcome::Granted(wait::acquire_without_deadline(self.lock, scope))
+                        }
+                        Wait::Within(micros) => wait::acquire_within(self.lock, scope, micros),
+                        Wait::No => unreachable!("handled above"),
+                    });
                 match outcome {
                     Outcome::Granted(holds) => (holds, None),
                     Outcome::TimedOut => {

@@ -19,6 +19,12 @@ static NAMES_PER_BACKEND: GucSetting<i32> = GucSetting::<i32>::new(16);
 /// pglock.max_leases (defined only when preloaded).
 static MAX_LEASES: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
+/// pglock.stats_max (defined only when preloaded).
+static STATS_MAX: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
+/// pglock.track (defined only when preloaded).
+static TRACK: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// What the lease worker does when a lease runs out.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LeaseAction {
@@ -78,6 +84,24 @@ pub fn init_preloaded() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pglock.stats_max",
+        c"Sets how many locks pglock.stats keeps statistics for.",
+        c"Each entry takes about 1.2 kB of shared memory. When the table is full, the least used 5% of its entries are evicted. Needs pglock in shared_preload_libraries and a restart.",
+        &STATS_MAX,
+        10,
+        100_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pglock.track",
+        c"Collects statistics per lock for pglock.stats.",
+        c"Counts acquisitions, waits, timeouts, deadlocks, cancels and hold times per lock, in each backend, and adds them to the shared table at the end of every transaction.",
+        &TRACK,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_enum_guc(
         c"pglock.lease_action",
         c"Sets what happens to a holder whose lease expires: terminate its session, or only log it.",
@@ -91,6 +115,16 @@ pub fn init_preloaded() {
 /// How many leases the server's lease table holds (0: no table, no worker).
 pub fn max_leases() -> usize {
     MAX_LEASES.get().max(0) as usize
+}
+
+/// How many locks the statistics table holds.
+pub fn stats_max() -> usize {
+    STATS_MAX.get().max(1) as usize
+}
+
+/// Whether statistics are collected (pglock.track; they need preloading too).
+pub fn track() -> bool {
+    TRACK.get()
 }
 
 /// What the lease worker does with an expired lease.

@@ -1,6 +1,6 @@
 //! pglock's shared memory, which exists only when pglock is in shared_preload_libraries: one
 //! pair of hooks sizes and attaches every shared structure (the name map, the lease table, the
-//! range of fencing tokens).
+//! range of fencing tokens, the statistics table).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 use crate::compat;
 use crate::lease;
 use crate::shared_names;
+use crate::stats;
 use crate::tokens;
 
 /// The hooks that were installed before ours, called first from ours.
@@ -46,9 +47,13 @@ unsafe extern "C-unwind" fn request_shared_memory() {
             previous();
         }
         pg_sys::RequestAddinShmemSpace(
-            shared_names::shmem_size() + lease::shmem_size() + tokens::shmem_size(),
+            shared_names::shmem_size()
+                + lease::shmem_size()
+                + tokens::shmem_size()
+                + stats::shmem_size(),
         );
         lease::request_lwlock();
+        stats::request_lwlock();
         tokens::request_lwlock();
     }
 }
@@ -66,6 +71,7 @@ unsafe extern "C-unwind" fn attach_shared_memory() {
         shared_names::attach();
         lease::attach();
         tokens::attach();
+        stats::attach();
         pg_sys::LWLockRelease(lock);
         ATTACHED.store(true, Ordering::Relaxed);
     }

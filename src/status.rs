@@ -1,6 +1,7 @@
 //! pglock.status(): one report, as jsonb, of whether pglock is healthy here: versions, whether
 //! it is preloaded, its settings, how full the shared lock table, the name map and the lease
-//! table are, and where fencing tokens come from.
+//! table are, the statistics table's entries and evictions, and where fencing tokens come
+//! from.
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -11,6 +12,7 @@ use crate::lease;
 use crate::settings::{self, LeaseAction};
 use crate::shared_names;
 use crate::shmem;
+use crate::stats;
 
 #[derive(Serialize)]
 struct Status {
@@ -30,6 +32,8 @@ struct Status {
     name_map: Option<NameMap>,
     /// The lease table; null without preloading or with pglock.max_leases = 0.
     leases: Option<Leases>,
+    /// The statistics table behind pglock.stats; null without preloading.
+    stats: Option<Stats>,
     fencing: Fencing,
 }
 
@@ -43,6 +47,8 @@ struct Settings {
     names_per_backend: Option<usize>,
     max_leases: Option<usize>,
     lease_action: Option<&'static str>,
+    stats_max: Option<usize>,
+    track: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -72,9 +78,27 @@ struct Leases {
 }
 
 #[derive(Serialize)]
+struct Stats {
+    /// Locks with statistics now.
+    entries: i64,
+    capacity: usize,
+    /// Entries evicted (the least used, when the table was full) since the last reset.
+    evictions: i64,
+    /// When pglock.stats_reset() last reset everything, or the table was created.
+    reset_at: String,
+}
+
+#[derive(Serialize)]
 struct Fencing {
     /// "ranges": one WAL record serves about 8,200 tokens (preloaded); "one record per token".
     token_source: &'static str,
+}
+
+/// A timestamp as PostgreSQL prints timestamptz in JSON (ISO 8601, in the session's zone).
+fn timestamp_text(at: pgrx::pg_sys::TimestampTz) -> String {
+    pgrx::datum::TimestampWithTimeZone::try_from(at)
+        .map(|at| at.to_iso_string())
+        .unwrap_or_default()
 }
 
 fn query_one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
@@ -111,6 +135,8 @@ fn status() -> JsonB {
                 LeaseAction::Terminate => "terminate",
                 LeaseAction::Log => "log",
             }),
+            stats_max: preloaded.then(settings::stats_max),
+            track: preloaded.then(settings::track),
         },
         lock_table: LockTable {
             advisory_locks,
@@ -130,6 +156,12 @@ fn status() -> JsonB {
             active,
             capacity,
             worker_running,
+        }),
+        stats: stats::occupancy().map(|(entries, capacity, evictions, reset_at)| Stats {
+            entries,
+            capacity,
+            evictions,
+            reset_at: timestamp_text(reset_at),
         }),
         fencing: Fencing {
             // The range exists exactly when pglock is preloaded (see tokens.rs).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lease worker across a crash restart: a holder whose lease runs out is terminated (and a
 # waiter gets the lock) before any crash, after a backend's SIGKILL makes the postmaster
-# reinitialise shared memory, and after `pg_ctl restart -m immediate`.
+# reinitialise shared memory, and after `pg_ctl restart -m immediate`. pglock.stats, also in
+# shared memory only, is emptied by the crash.
 #
 # Needs: the running throwaway cluster of scripts/cluster.sh started with pglock in
 # shared_preload_libraries (PGLOCK_CLUSTER_OPTIONS has it) and `CREATE EXTENSION pglock` done in
@@ -49,6 +50,9 @@ lease_ends_holder() { # WHEN NAME
 
 wait_for_worker "start"
 lease_ends_holder "before any crash" lease-before
+# pglock.stats counted those locks; the crash below empties it with the rest of shared memory.
+[ "$(sql -c "SELECT count(*) FROM pglock.stats WHERE name = 'lease-before' AND acquisitions >= 2")" = 1 ] ||
+  fail "pglock.stats did not count the locks before the crash"
 
 # A backend killed with SIGKILL: the postmaster ends every process, reinitialises shared
 # memory (the lease table with it) and restarts the workers.
@@ -62,6 +66,7 @@ wait_for_worker "a crash restart"
 grep -q "all server processes terminated; reinitializing" "$PGLOCK_CLUSTER_DIR/server.log" ||
   fail "the postmaster did not reinitialise"
 [ "$(sql -c "SELECT count(*) FROM pglock.leases()")" = 0 ] || fail "leases survived the crash"
+[ "$(sql -c "SELECT count(*) FROM pglock.stats")" = 0 ] || fail "statistics survived the crash"
 lease_ends_holder "a crash restart" lease-after-crash
 
 pg_ctl restart -m immediate -w -l "$PGLOCK_CLUSTER_DIR/server.log" >/dev/null

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """pglock's Prometheus metrics for real: prometheus-postgres-exporter (Debian's package) runs
 against the test cluster with contrib/prometheus/queries.yaml, a known workload holds and waits
-for locks, and /metrics must show pglock's series with exactly the workload's values.
+for locks, and /metrics must show pglock's series (status, locks, statistics) with exactly the
+workload's values.
 
 Needs the running throwaway cluster of scripts/cluster.sh with pglock preloaded and `CREATE
 EXTENSION pglock` done in postgres (PGHOST, PGPORT). Usage: prometheus.py
@@ -47,6 +48,17 @@ exporter = subprocess.Popen(
     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 try:
     holder = psycopg.connect(dsn, autocommit=True)
+    # A known, finished workload for pglock.stats: 3 stacked acquisitions and 1 hold of
+    # metrics-c, and another session's try (busy) and 10 ms wait (timeout) meanwhile.
+    holder.execute("SELECT pglock.stats_reset()")
+    other = psycopg.connect(dsn, autocommit=True)
+    assert holder.execute("SELECT pglock.try_lock('metrics-c') AND pglock.try_lock('metrics-c') "
+                          "AND pglock.try_lock('metrics-c')").fetchone()[0]
+    assert other.execute("SELECT pglock.try_lock('metrics-c') OR pglock.lock('metrics-c', '10 ms')"
+                         ).fetchone()[0] is False
+    assert holder.execute("SELECT pglock.unlock('metrics-c') AND pglock.unlock('metrics-c') "
+                          "AND pglock.unlock('metrics-c')").fetchone()[0]
+    other.close()
     assert holder.execute("SELECT pglock.lock('metrics-a') AND pglock.lock('metrics-b') "
                           "AND pglock.set_lease('metrics-a', '1 hour')").fetchone()[0]
     waiters = [psycopg.connect(dsn, autocommit=True) for _ in range(2)]
@@ -81,16 +93,29 @@ try:
         ("pglock_locks_count", (("mode", "exclusive"), ("state", "waiting"))): 2,
         ("pglock_locks_expired_leases", (("mode", "exclusive"), ("state", "held"))): 0,
         ("pglock_waiting_waiters", (("lock", "metrics-a"),)): 2,
+        # metrics-a and -b (held) and metrics-c (done) since the reset.
+        ("pglock_status_stats_entries", ()): 3,
+        ("pglock_status_stats_evictions", ()): 0,
+        ("pglock_stats_acquisitions", (("database", "postgres"), ("lock", "metrics-c"))): 3,
+        ("pglock_stats_session_holds", (("database", "postgres"), ("lock", "metrics-c"))): 1,
+        ("pglock_stats_busy", (("database", "postgres"), ("lock", "metrics-c"))): 1,
+        ("pglock_stats_timeouts", (("database", "postgres"), ("lock", "metrics-c"))): 1,
+        ("pglock_stats_waited", (("database", "postgres"), ("lock", "metrics-c"))): 0,
+        ("pglock_stats_acquisitions", (("database", "postgres"), ("lock", "metrics-a"))): 1,
+        ("pglock_stats_session_holds", (("database", "postgres"), ("lock", "metrics-a"))): 0,
     }
     for (name, labels), want in expected.items():
         got = value(series, name, **dict(labels))
         assert got == want, f"{name}{dict(labels)} = {got}, expected {want}"
     longest = value(series, "pglock_waiting_longest_wait_seconds", lock="metrics-a")
     assert longest is not None and 1 <= longest < 60, longest
+    waited = value(series, "pglock_stats_wait_seconds", database="postgres", lock="metrics-c")
+    assert waited is not None and 0.009 <= waited < 30, waited
     capacity = value(series, "pglock_status_lock_table_capacity")
     assert capacity and capacity > 0, capacity
     print(f"prometheus: {len([k for k in series])} pglock series, with the workload's values "
-          f"(2 held, 2 waiting for 'metrics-a' for {longest:.1f} s, 1 lease)")
+          f"(2 held, 2 waiting for 'metrics-a' for {longest:.1f} s, 1 lease, and the statistics "
+          f"of a finished workload)")
     holder.close()
     for waiter in waiters:
         waiter.close()
