@@ -21,3 +21,5 @@ SELECT pglock.stats_reset();
 SELECT has_table_privilege('pglock.stats', 'SELECT') AS may_read;
 RESET ROLE;
 DROP ROLE pglock_stats_reader;
+-- The statistics query of contrib/prometheus/queries.yaml gives no rows here, not an error.
+SELECT count(*) AS rows FROM pglock.stats WHERE (SELECT (pglock.status()->>'preloaded')::boolean);
