@@ -80,6 +80,14 @@ impl Entry {
             self.tally = Counters::default();
         }
     }
+
+    /// [`Entry::hand_on_tally`] for an entry about to be dropped: its name is handed over, not
+    /// copied.
+    fn hand_on_last_tally(&mut self, key: i64) {
+        if !self.tally.is_empty() {
+            stats::add_named(key, || self.name.take(), &self.tally);
+        }
+    }
 }
 
 type Timestamp = pg_sys::TimestampTz;
@@ -253,7 +261,7 @@ pub fn held() -> Vec<HeldLock> {
         registry.entries.retain(|lock, entry| {
             let holds = lock.holds_via(entry.local);
             if !entry.forget_ended(holds, &mut clock) {
-                entry.hand_on_tally(lock.key);
+                entry.hand_on_last_tally(lock.key);
                 return false;
             }
             for scope in [Scope::Session, Scope::Transaction] {
@@ -297,7 +305,7 @@ impl Registry {
         self.entries.retain(|lock, entry| {
             let kept = entry.forget_ended(lock.holds_via(entry.local), &mut clock);
             if !kept {
-                entry.hand_on_tally(lock.key);
+                entry.hand_on_last_tally(lock.key);
             }
             kept
         });

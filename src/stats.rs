@@ -6,9 +6,10 @@
 //! [`add`] takes everything else) and adds its counts to the shared table once per transaction, at
 //! its end, and when the session exits: the fast path pays a few additions and, when a hold
 //! ends, one clock read. The shared table is a PostgreSQL hash table under one LWLock, keyed by
-//! (database, key) and bounded by pglock.stats_max: when it is full, the least used 5% of its
-//! entries are evicted (their use decaying as pg_stat_statements' does) and counted. It lives in
-//! shared memory only, so a crash restart empties it.
+//! (database, key) and bounded by pglock.stats_max: when new entries do not fit, the least used
+//! of the table's entries and the new ones are evicted, at least 5% of the table in one pass
+//! (older use decaying at every pass, as in pg_stat_statements), and counted. It lives in shared
+//! memory only, so a crash restart empties it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -59,9 +60,14 @@ pub struct Counters {
     pub xact_holds: i64,
     pub xact_hold_us: i64,
     pub max_xact_hold_us: i64,
-    pub first_acquired: Option<pg_sys::TimestampTz>,
-    pub last_acquired: Option<pg_sys::TimestampTz>,
+    /// The first and last acquisition times; NEVER before the first. (Plain integers rather
+    /// than options, so that adding counts is straight-line arithmetic on the fast path.)
+    pub first_acquired: pg_sys::TimestampTz,
+    pub last_acquired: pg_sys::TimestampTz,
 }
+
+/// No acquisition yet (2000-01-01 00:00 UTC, PostgreSQL's epoch: never a time pglock reads).
+const NEVER: pg_sys::TimestampTz = 0;
 
 impl Counters {
     /// Adds `other` (counted later) to these.
@@ -80,9 +86,11 @@ impl Counters {
         self.xact_holds += other.xact_holds;
         self.xact_hold_us += other.xact_hold_us;
         self.max_xact_hold_us = self.max_xact_hold_us.max(other.max_xact_hold_us);
+        // NEVER is 0, so the earlier of two times is the smaller one unless either is NEVER.
         self.first_acquired = match (self.first_acquired, other.first_acquired) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+            (NEVER, b) => b,
+            (a, NEVER) => a,
+            (a, b) => a.min(b),
         };
         self.last_acquired = self.last_acquired.max(other.last_acquired);
     }
@@ -94,8 +102,10 @@ impl Counters {
     /// Counts an acquisition at `at`.
     pub fn acquired(&mut self, at: pg_sys::TimestampTz) {
         self.acquisitions += 1;
-        self.first_acquired.get_or_insert(at);
-        self.last_acquired = Some(at);
+        if self.first_acquired == NEVER {
+            self.first_acquired = at;
+        }
+        self.last_acquired = at;
     }
 
     /// Counts a hold that ended after `us` microseconds, in session scope or not.
@@ -162,13 +172,19 @@ thread_local! {
 
 /// Adds `counters` for `key` (by `name`, if any) to this backend's pending counts.
 pub fn add(key: i64, name: Option<&str>, counters: &Counters) {
+    add_named(key, || name.map(Box::from), counters);
+}
+
+/// [`add`], with the name given by `name()`, called only when the pending counts of `key` have
+/// no name yet (a caller that drops its copy of the name can hand it over).
+pub fn add_named(key: i64, name: impl FnOnce() -> Option<Box<str>>, counters: &Counters) {
     let full = PENDING.with_borrow_mut(|pending| {
         let entry = pending.entry(key).or_insert_with(|| Pending {
             name: None,
             counters: Counters::default(),
         });
         if entry.name.is_none() {
-            entry.name = name.map(Box::from);
+            entry.name = name();
         }
         entry.counters.add(counters);
         pending.len() >= MAX_PENDING
@@ -237,24 +253,32 @@ pub fn flush() {
     let Some(table) = table() else {
         return;
     };
-    let pending = PENDING.with_borrow_mut(std::mem::take);
-    if pending.is_empty() {
-        return;
-    }
     let database = backend::database_id();
-    table.exclusive(|evictions| {
-        for (key, pending) in pending {
-            let id = StatsKey::new(database, key);
-            // SAFETY: under the table's LWLock, held exclusively.
-            let entry = unsafe { table.find_or_insert(&id, evictions) };
-            entry.counters.add(&pending.counters);
-            entry.usage += pending.counters.uses();
-            if !entry.has_name {
-                if let Some(name) = pending.name.as_deref() {
-                    entry.set_name(name);
+    PENDING.with_borrow_mut(|pending| {
+        if pending.is_empty() {
+            return;
+        }
+        table.exclusive(|evictions| {
+            // Counts are read in place, and the map is cleared, not replaced: it keeps its
+            // capacity, and nothing is copied or allocated per lock but the list of new ones.
+            let mut new = Vec::new();
+            for (&key, pending) in pending.iter() {
+                let id = StatsKey::new(database, key);
+                // SAFETY: under the table's LWLock, held exclusively.
+                match unsafe { table.find(&id) } {
+                    Some(entry) => entry.add(pending),
+                    None => new.push((id, pending)),
                 }
             }
-        }
+            // SAFETY: as above.
+            unsafe {
+                *evictions += table.make_room(&mut new);
+                for (id, pending) in new {
+                    table.insert(&id).add(pending);
+                }
+            }
+        });
+        pending.clear();
     });
 }
 
@@ -293,6 +317,16 @@ struct SharedEntry {
 }
 
 impl SharedEntry {
+    fn add(&mut self, pending: &Pending) {
+        self.counters.add(&pending.counters);
+        self.usage += pending.counters.uses();
+        if !self.has_name {
+            if let Some(name) = pending.name.as_deref() {
+                self.set_name(name);
+            }
+        }
+    }
+
     fn set_name(&mut self, name: &str) {
         let len = name.len().min(MAX_NAME_BYTES);
         self.name[..len].copy_from_slice(&name.as_bytes()[..len]);
@@ -418,38 +452,102 @@ impl Table {
         }
     }
 
-    /// The entry of `id`, created (evicting the least used first if the table is full).
+    /// The entry of `id`, if it has one.
     ///
     /// # Safety
     /// Only with the LWLock held exclusively.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn find_or_insert(&self, id: &StatsKey, evictions: &mut i64) -> &mut SharedEntry {
+    unsafe fn find(&self, id: &StatsKey) -> Option<&mut SharedEntry> {
         // SAFETY: the caller holds the LWLock exclusively; entries are SharedEntry.
         unsafe {
-            let key = (id as *const StatsKey).cast();
+            let entry = pg_sys::hash_search(
+                self.hash,
+                (id as *const StatsKey).cast(),
+                pg_sys::HASHACTION::HASH_FIND,
+                ptr::null_mut(),
+            );
+            entry.cast::<SharedEntry>().as_mut()
+        }
+    }
+
+    /// The entry of `id`, new and empty unless it has one; make_room() made sure it fits.
+    ///
+    /// # Safety
+    /// Only with the LWLock held exclusively.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn insert(&self, id: &StatsKey) -> &mut SharedEntry {
+        // SAFETY: the caller holds the LWLock exclusively; the table has room (never more
+        // than stats_max entries), so dynahash finds memory for the entry.
+        unsafe {
             let mut found = false;
-            let entry =
-                pg_sys::hash_search(self.hash, key, pg_sys::HASHACTION::HASH_FIND, &mut found);
-            if !entry.is_null() {
-                return &mut *entry.cast::<SharedEntry>();
+            let entry = pg_sys::hash_search(
+                self.hash,
+                (id as *const StatsKey).cast(),
+                pg_sys::HASHACTION::HASH_ENTER,
+                &mut found,
+            )
+            .cast::<SharedEntry>();
+            if !found {
+                // Every field but the name's bytes, which only name_len of are ever read (and
+                // set_name writes): a new entry costs no kilobyte of zeroes.
+                (&raw mut (*entry).counters).write(Counters::default());
+                (&raw mut (*entry).usage).write(0.0);
+                (&raw mut (*entry).has_name).write(false);
+                (&raw mut (*entry).name_len).write(0);
             }
-            if pg_sys::hash_get_num_entries(self.hash) >= settings::stats_max() as i64 {
-                *evictions += self.evict_least_used();
-            }
-            let entry =
-                pg_sys::hash_search(self.hash, key, pg_sys::HASHACTION::HASH_ENTER, &mut found)
-                    .cast::<SharedEntry>();
-            let id = *id;
-            entry.write(SharedEntry {
-                id,
-                counters: Counters::default(),
-                usage: 0.0,
-                has_name: false,
-                name_len: 0,
-                name: [0; MAX_NAME_BYTES],
-            });
             &mut *entry
         }
+    }
+
+    /// Makes room for the `new` entries: when they do not all fit, the least used of the
+    /// table's entries and the new ones go, at least EVICT_PERCENT of the table at once, in one
+    /// pass (the rest of the table's use decays). A new entry that loses is dropped from `new`
+    /// and counted as evicted on arrival. Returns how many were evicted.
+    ///
+    /// # Safety
+    /// Only with the LWLock held exclusively.
+    unsafe fn make_room(&self, new: &mut Vec<(StatsKey, &Pending)>) -> i64 {
+        let max = settings::stats_max();
+        // SAFETY: the caller holds the LWLock exclusively.
+        let entries = unsafe { pg_sys::hash_get_num_entries(self.hash) } as usize;
+        if entries + new.len() <= max {
+            return 0;
+        }
+        let total = entries + new.len();
+        let evict = (total - max)
+            .max((max as f64 * EVICT_PERCENT / 100.0) as usize)
+            .min(total);
+        // Candidates: Ok(an entry of the table) or Err(the index of a new one).
+        let mut candidates: Vec<(f64, Result<StatsKey, usize>)> = Vec::with_capacity(total);
+        // SAFETY: as above; the scan only reads and decays usage.
+        unsafe {
+            self.for_each(|entry| {
+                (*entry).usage *= USAGE_DECAY;
+                candidates.push(((*entry).usage, Ok((*entry).id)));
+            });
+        }
+        candidates.extend(
+            new.iter()
+                .enumerate()
+                .map(|(index, (_, pending))| (pending.counters.uses(), Err(index))),
+        );
+        if evict < candidates.len() {
+            candidates.select_nth_unstable_by(evict, |a, b| a.0.total_cmp(&b.0));
+        }
+        let mut dropped = vec![false; new.len()];
+        for (_, candidate) in &candidates[..evict] {
+            match candidate {
+                // SAFETY: as above.
+                Ok(id) => unsafe { self.remove(id) },
+                Err(index) => dropped[*index] = true,
+            }
+        }
+        let mut index = 0;
+        new.retain(|_| {
+            index += 1;
+            !dropped[index - 1]
+        });
+        evict as i64
     }
 
     /// Calls `f` on every entry.
@@ -487,29 +585,6 @@ impl Table {
             );
         }
     }
-
-    /// Evicts the least used EVICT_PERCENT of the entries (at least one) and decays the use of
-    /// the rest; returns how many went.
-    ///
-    /// # Safety
-    /// Only with the LWLock held exclusively.
-    unsafe fn evict_least_used(&self) -> i64 {
-        let mut uses: Vec<(f64, StatsKey)> = Vec::new();
-        // SAFETY: the caller holds the LWLock exclusively.
-        unsafe {
-            self.for_each(|entry| {
-                (*entry).usage *= USAGE_DECAY;
-                uses.push(((*entry).usage, (*entry).id));
-            });
-        }
-        uses.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let count = ((uses.len() as f64 * EVICT_PERCENT / 100.0) as usize).max(1);
-        for (_, id) in &uses[..count.min(uses.len())] {
-            // SAFETY: as above.
-            unsafe { self.remove(id) };
-        }
-        count.min(uses.len()) as i64
-    }
 }
 
 /// Entries, capacity, evictions and the time of the last reset, for status(); None when pglock
@@ -535,8 +610,10 @@ fn millis(us: i64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn timestamp(at: Option<pg_sys::TimestampTz>) -> Option<TimestampWithTimeZone> {
-    at.and_then(|at| TimestampWithTimeZone::try_from(at).ok())
+fn timestamp(at: pg_sys::TimestampTz) -> Option<TimestampWithTimeZone> {
+    (at != NEVER)
+        .then(|| TimestampWithTimeZone::try_from(at).ok())
+        .flatten()
 }
 
 /// Every row of the shared table the current user may see: this database's, and every
