@@ -65,6 +65,18 @@ mod tests {
     fn sessions_can_start() {}
 
     #[pg_test]
+    fn the_clock_reads_what_get_current_timestamp_reads() {
+        // SAFETY: reads the clock.
+        let before = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
+        let ours = crate::backend::now();
+        let after = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
+        assert!(
+            before <= ours && ours <= after,
+            "{before} <= {ours} <= {after}"
+        );
+    }
+
+    #[pg_test]
     fn key_matches_sqlx_vector() {
         let key = Spi::get_one::<i64>("SELECT pglock.key('my first Postgres advisory lock!')");
         assert_eq!(key, Ok(Some(-5560419505042474287)));
