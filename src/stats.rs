@@ -254,6 +254,7 @@ pub fn flush() {
         return;
     };
     let database = backend::database_id();
+    let role = backend::login_role().to_u32();
     PENDING.with_borrow_mut(|pending| {
         if pending.is_empty() {
             return;
@@ -266,7 +267,7 @@ pub fn flush() {
                 let id = StatsKey::new(database, key);
                 // SAFETY: under the table's LWLock, held exclusively.
                 match unsafe { table.find(&id) } {
-                    Some(entry) => entry.add(pending),
+                    Some(entry) => entry.add(pending, role),
                     None => new.push((id, pending)),
                 }
             }
@@ -274,7 +275,7 @@ pub fn flush() {
             unsafe {
                 *evictions += table.make_room(&mut new);
                 for (id, pending) in new {
-                    table.insert(&id).add(pending);
+                    table.insert(&id).add(pending, role);
                 }
             }
         });
@@ -313,24 +314,29 @@ struct SharedEntry {
     usage: f64,
     has_name: bool,
     name_len: u16,
+    /// The role the session that gave the name connected as: who may see the name follows
+    /// pg_stat_activity's rule for that session's query text, as in pglock.locks.
+    name_role: u32,
     name: [u8; MAX_NAME_BYTES],
 }
 
 impl SharedEntry {
-    fn add(&mut self, pending: &Pending) {
+    /// Adds pending counts of this backend's (whose session connected as `role`).
+    fn add(&mut self, pending: &Pending, role: u32) {
         self.counters.add(&pending.counters);
         self.usage += pending.counters.uses();
         if !self.has_name {
             if let Some(name) = pending.name.as_deref() {
-                self.set_name(name);
+                self.set_name(name, role);
             }
         }
     }
 
-    fn set_name(&mut self, name: &str) {
+    fn set_name(&mut self, name: &str, role: u32) {
         let len = name.len().min(MAX_NAME_BYTES);
         self.name[..len].copy_from_slice(&name.as_bytes()[..len]);
         self.name_len = len as u16;
+        self.name_role = role;
         self.has_name = true;
     }
 
@@ -494,6 +500,7 @@ impl Table {
                 (&raw mut (*entry).usage).write(0.0);
                 (&raw mut (*entry).has_name).write(false);
                 (&raw mut (*entry).name_len).write(0);
+                (&raw mut (*entry).name_role).write(0);
             }
             &mut *entry
         }
@@ -617,7 +624,9 @@ fn timestamp(at: pg_sys::TimestampTz) -> Option<TimestampWithTimeZone> {
 }
 
 /// Every row of the shared table the current user may see: this database's, and every
-/// database's for members of pg_read_all_stats. This session's own counts are added first.
+/// database's for members of pg_read_all_stats; a name only where pg_stat_activity would show
+/// the query text of the session that gave it (as in pglock.locks). This session's own counts
+/// are added first.
 /// Backs the pglock.stats view; raises 55000 when pglock is not preloaded.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_restricted)]
@@ -656,11 +665,25 @@ fn lock_stats() -> TableIterator<
             table.for_each(|entry| {
                 let entry = &*entry;
                 if entry.id.database == database || all_databases {
-                    rows.push((entry.id, entry.name(), entry.counters));
+                    rows.push((entry.id, entry.name(), entry.name_role, entry.counters));
                 }
             })
         }
     });
+    // Who may see each name is decided after the LWLock is released (it reads the catalog).
+    let mut may_see: HashMap<u32, bool> = HashMap::new();
+    let mut rows: Vec<_> = rows
+        .into_iter()
+        .map(|(id, name, role, counters)| {
+            let shown = name.filter(|_| {
+                all_databases
+                    || *may_see
+                        .entry(role)
+                        .or_insert_with(|| backend::may_read_stats_of(pg_sys::Oid::from(role)))
+            });
+            (id, shown, counters)
+        })
+        .collect();
     rows.sort_by_key(|(id, _, _)| (id.database, id.key));
     TableIterator::new(rows.into_iter().map(|(id, name, c)| {
         (

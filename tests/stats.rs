@@ -1,6 +1,7 @@
 //! pglock.stats across sessions (the test instance preloads pglock): known sequences of
 //! operations give exactly the expected counts, counts survive a session's exit, the table
-//! evicts at pglock.stats_max, pglock.track = off counts nothing, and stats_reset forgets.
+//! evicts at pglock.stats_max, pglock.track = off counts nothing, stats_reset forgets, and
+//! names are shown by pg_stat_activity's rule.
 //! A crash restart empties the table: tests/server/leases_restart.sh. Without preloading:
 //! tests/pg_regress/sql/stats.sql.
 //!
@@ -383,4 +384,47 @@ fn track_off_counts_nothing_and_reset_forgets_one_name() {
         .batch_execute("SET pglock.track = off")
         .expect_err("pglock.track is superuser-only");
     assert_eq!(sqlstate(&error), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+}
+
+#[test]
+fn names_follow_the_pg_stat_activity_rule_and_counts_are_for_everyone() {
+    let _serial = one_at_a_time();
+    let mut admin = session();
+    admin
+        .batch_execute(
+            "DROP ROLE IF EXISTS pglock_stats_app; DROP ROLE IF EXISTS pglock_stats_other;
+             DROP ROLE IF EXISTS pglock_stats_monitor;
+             CREATE ROLE pglock_stats_app LOGIN;
+             CREATE ROLE pglock_stats_other LOGIN;
+             CREATE ROLE pglock_stats_monitor LOGIN IN ROLE pg_read_all_stats;",
+        )
+        .unwrap();
+    reset(&mut admin, "stats:customer-4711");
+    let mut app = common::session_as("pglock_stats_app");
+    assert!(try_lock(&mut app, "stats:customer-4711"));
+    assert!(unlock(&mut app, "stats:customer-4711"));
+    let key: i64 = admin
+        .query_one("SELECT pglock.key('stats:customer-4711')", &[])
+        .unwrap()
+        .get(0);
+    let seen_by = |role: &str| -> (Option<String>, i64) {
+        let mut client = common::session_as(role);
+        let row = client
+            .query_one(
+                "SELECT name, acquisitions FROM pglock.stats
+                 WHERE database = current_database() AND key = $1",
+                &[&key],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let named = (Some("stats:customer-4711".to_owned()), 1);
+    assert_eq!(seen_by("pglock_stats_app"), named, "its own role");
+    assert_eq!(seen_by("pglock_stats_monitor"), named, "pg_read_all_stats");
+    assert_eq!(seen_by("postgres"), named, "a superuser");
+    assert_eq!(
+        seen_by("pglock_stats_other"),
+        (None, 1),
+        "another role: counts only"
+    );
 }
