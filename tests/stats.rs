@@ -390,15 +390,11 @@ fn track_off_counts_nothing_and_reset_forgets_one_name() {
 fn names_follow_the_pg_stat_activity_rule_and_counts_are_for_everyone() {
     let _serial = one_at_a_time();
     let mut admin = session();
-    admin
-        .batch_execute(
-            "DROP ROLE IF EXISTS pglock_stats_app; DROP ROLE IF EXISTS pglock_stats_other;
-             DROP ROLE IF EXISTS pglock_stats_monitor;
-             CREATE ROLE pglock_stats_app LOGIN;
-             CREATE ROLE pglock_stats_other LOGIN;
-             CREATE ROLE pglock_stats_monitor LOGIN IN ROLE pg_read_all_stats;",
-        )
-        .unwrap();
+    common::fresh_login_roles(
+        &mut admin,
+        &["pglock_stats_app", "pglock_stats_other"],
+        &["pglock_stats_monitor"],
+    );
     reset(&mut admin, "stats:customer-4711");
     let mut app = common::session_as("pglock_stats_app");
     assert!(try_lock(&mut app, "stats:customer-4711"));

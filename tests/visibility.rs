@@ -32,15 +32,11 @@ fn view_of(viewer: &mut Client, holder: i32, key: i64) -> (i64, Vec<Option<Strin
 #[test]
 fn another_sessions_lock_names_follow_the_pg_stat_activity_rule() {
     let mut admin = session();
-    admin
-        .batch_execute(
-            "DROP ROLE IF EXISTS pglock_app; DROP ROLE IF EXISTS pglock_nobody;
-             DROP ROLE IF EXISTS pglock_monitor;
-             CREATE ROLE pglock_app LOGIN;
-             CREATE ROLE pglock_nobody LOGIN;
-             CREATE ROLE pglock_monitor LOGIN IN ROLE pg_read_all_stats;",
-        )
-        .unwrap();
+    common::fresh_login_roles(
+        &mut admin,
+        &["pglock_app", "pglock_nobody"],
+        &["pglock_monitor"],
+    );
     let name = "customer-4711-refund";
     let mut holder = session_as("pglock_app");
     assert!(try_lock(&mut holder, name));

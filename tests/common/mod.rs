@@ -72,6 +72,23 @@ pub fn sqlstate(error: &postgres::Error) -> Option<&SqlState> {
     error.code()
 }
 
+/// Creates login roles afresh (dropping any left by an earlier run): `plain` ones, and
+/// `monitors`, members of pg_read_all_stats.
+pub fn fresh_login_roles(admin: &mut Client, plain: &[&str], monitors: &[&str]) {
+    for role in plain.iter().chain(monitors) {
+        admin
+            .batch_execute(&format!(
+                "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN"
+            ))
+            .unwrap();
+    }
+    for role in monitors {
+        admin
+            .batch_execute(&format!("GRANT pg_read_all_stats TO {role}"))
+            .unwrap();
+    }
+}
+
 /// A new connection to the test instance as another role (the instance trusts local logins).
 pub fn session_as(role: &str) -> Client {
     let mut first = session();
