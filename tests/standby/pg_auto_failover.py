@@ -11,6 +11,9 @@ import os
 import shlex
 import subprocess
 import sys
+import time
+
+import psycopg
 
 
 from ha_story import connect_read_write, tell
@@ -22,10 +25,28 @@ both = (f"host=localhost,localhost port={primary_port},{secondary_port} "
         "target_session_attrs=read-write user=postgres dbname=postgres connect_timeout=5")
 
 
+def secondary_is_read_write():
+    try:
+        with psycopg.connect(f"port={secondary_port}" + common) as connection:
+            return not connection.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    except psycopg.OperationalError:
+        return False
+
+
 def perform_failover():
-    subprocess.run([*shlex.split(os.environ["AUTOCTL"]), "perform", "failover",
-                    "--pgdata", os.environ["MONITOR_PGDATA"]],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    """`pg_autoctl perform failover`; the monitor may still refuse it for a moment after the
+    nodes settle (seen once in CI: exit status 12), so up to 3 attempts, 5 s apart, unless the
+    failover is under way anyway. Its output is shown if every attempt fails."""
+    for attempt in range(3):
+        done = subprocess.run([*shlex.split(os.environ["AUTOCTL"]), "perform", "failover",
+                               "--pgdata", os.environ["MONITOR_PGDATA"]],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode == 0 or secondary_is_read_write():
+            return
+        print(f"pg_auto_failover: perform failover, attempt {attempt + 1}, exit status "
+              f"{done.returncode}: {done.stderr.strip()[-2000:]}", file=sys.stderr)
+        time.sleep(5)
+    raise AssertionError("pg_autoctl perform failover failed 3 times")
 
 
 first = connect_read_write(both)

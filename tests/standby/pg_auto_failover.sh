@@ -60,15 +60,19 @@ monitor_sql() {
   psql -X -At -h localhost -p "$monitor_port" -U autoctl_node -d pg_auto_failover -c "$1"
 }
 
-# wait_for_states STATE...: until the nodes' reported states (by node id) are these.
+# wait_for_states STATE...: until the nodes' reported states (by node id) are these, each
+# node's goal is the state it reports (no transition under way) and the monitor's health check
+# has found it up: only then does the monitor accept `perform failover`.
 wait_for_states() {
   local want=$*
   for _ in $(seq 1200); do
     [ "$(monitor_sql "SELECT string_agg(reportedstate::text, ' ' ORDER BY nodeid)
-                      FROM pgautofailover.node" 2>/dev/null)" = "$want" ] && return 0
+                      FROM pgautofailover.node
+                      WHERE goalstate = reportedstate AND health = 1" 2>/dev/null)" = "$want" ] &&
+      return 0
     sleep 0.1
   done
-  fail "the nodes never reached: $want ($(monitor_sql 'SELECT nodename, reportedstate FROM pgautofailover.node' 2>&1))"
+  fail "the nodes never reached: $want ($(monitor_sql 'SELECT nodename, reportedstate, goalstate, health FROM pgautofailover.node' 2>&1))"
 }
 
 $autoctl create monitor --pgdata "$dir/monitor" --pgport "$monitor_port" --hostname localhost \
