@@ -69,11 +69,8 @@ pub fn login_role() -> pg_sys::Oid {
 /// member of, a superuser, or a member of pg_read_all_stats).
 pub fn may_read_stats_of(role: pg_sys::Oid) -> bool {
     // SAFETY: catalog lookups through the role membership cache, inside a transaction.
-    unsafe {
-        let me = pg_sys::GetUserId();
-        pg_sys::has_privs_of_role(me, role)
-            || pg_sys::has_privs_of_role(me, pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS))
-    }
+    let same_role = unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) };
+    same_role || may_read_all_stats()
 }
 
 /// Whether the current user may read every database's statistics (a superuser or a member of
