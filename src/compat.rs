@@ -15,6 +15,13 @@ unsafe extern "C-unwind" {
     pub fn enable_timeout_at(id: i32, fin_time: pg_sys::TimestampTz);
     pub fn disable_timeout(id: i32, keep_indicator: bool);
     pub fn get_timeout_indicator(id: i32, reset_indicator: bool) -> bool;
+    pub fn enable_timeout_after(id: i32, delay_ms: i32);
+}
+
+unsafe extern "C-unwind" {
+    /// libpq/libpq.h (PostgreSQL 14 and later), which pgrx does not bind: false when the
+    /// client's end of the connection is known to be closed.
+    pub fn pq_check_connection() -> bool;
 }
 
 /// LockAcquireExtended across versions: PostgreSQL 18 added `logLockFailure`.

@@ -51,12 +51,44 @@ struct Lease {
     lease_us: i64,
     expires_at: pg_sys::TimestampTz,
     renewed_at: pg_sys::TimestampTz,
-    /// The worker has acted on this expiry (logged it and, with terminate, signalled the holder).
-    acted: bool,
+    /// What the worker has done about this expiry so far.
+    acted: Acted,
     name_len: u8,
     app_len: u8,
     name: [u8; NAME_BYTES],
     app: [u8; APP_BYTES],
+}
+
+/// What the lease worker did about an expired lease. Logging and terminating are different
+/// outcomes: a lease only logged (under pglock.lease_action = log) is still enforced once the
+/// action in force is terminate.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Acted {
+    /// Nothing yet (all-zero shared memory reads as this).
+    Nothing = 0,
+    /// The expiry was logged; the holder kept its locks.
+    Logged = 1,
+    /// The holder was signalled to terminate (or had gone already).
+    Terminated = 2,
+}
+
+impl Acted {
+    /// Whether an expired lease in this state still calls for `action`.
+    fn awaits(self, action: LeaseAction) -> bool {
+        match self {
+            Acted::Nothing => true,
+            Acted::Logged => action == LeaseAction::Terminate,
+            Acted::Terminated => false,
+        }
+    }
+
+    fn after(action: LeaseAction) -> Self {
+        match action {
+            LeaseAction::Log => Acted::Logged,
+            LeaseAction::Terminate => Acted::Terminated,
+        }
+    }
 }
 
 #[repr(C)]
@@ -254,7 +286,7 @@ fn set(key: i64, name: Option<&str>, lease_us: Option<i64>) -> bool {
         lease_us,
         expires_at: now.saturating_add(lease_us),
         renewed_at: now,
-        acted: false,
+        acted: Acted::Nothing,
         name_len,
         app_len,
         name,
@@ -303,7 +335,7 @@ fn renew_lease(key: i64) -> bool {
         let lease = &mut leases[index];
         lease.expires_at = now.saturating_add(lease.lease_us);
         lease.renewed_at = now;
-        lease.acted = false;
+        lease.acted = Acted::Nothing;
         (lease.app, lease.app_len) = (app, app_len);
         Some(index)
     });
@@ -350,6 +382,33 @@ pub fn released(key: i64) {
     }
     if let Some(table) = table() {
         remove_own(table, key);
+    }
+}
+
+/// Called by the registry when pglock began a new hold of `lock`. If the session held the key
+/// in no other mode, a lease it still has on the key belonged to a hold that ended unseen (a
+/// built-in unlock, a savepoint rollback, DISCARD ALL) and ends now: the new hold has none.
+/// One thread-local read when the session has no lease on the key.
+pub fn hold_began(lock: AdvisoryLock) {
+    if !Mode::ON_KEY.contains(&lock.mode)
+        || OWN.with_borrow(|own| own.is_empty() || !own.contains_key(&lock.key))
+    {
+        return;
+    }
+    let joins_another_hold = Mode::ON_KEY
+        .into_iter()
+        .filter(|&mode| mode != lock.mode)
+        .any(|mode| {
+            AdvisoryLock {
+                key: lock.key,
+                mode,
+            }
+            .is_held()
+        });
+    if !joins_another_hold {
+        if let Some(table) = table() {
+            remove_own(table, lock.key);
+        }
     }
 }
 
@@ -522,10 +581,14 @@ pub extern "C-unwind" fn pglock_lease_worker(_argument: pg_sys::Datum) {
 /// expires (i64::MAX: none).
 fn act_on_expired(table: &Table) -> pg_sys::TimestampTz {
     let now = backend::now();
+    let action = settings::lease_action();
     let (expired, next) = with_leases(table, pg_sys::LWLockMode::LW_SHARED, |leases, used| {
         let mut expired = Vec::new();
         let mut next = i64::MAX;
-        for lease in leases[..*used as usize].iter().filter(|lease| !lease.acted) {
+        for lease in leases[..*used as usize]
+            .iter()
+            .filter(|lease| lease.acted.awaits(action))
+        {
             if lease.expires_at <= now {
                 expired.push(*lease);
             } else {
@@ -538,7 +601,6 @@ fn act_on_expired(table: &Table) -> pg_sys::TimestampTz {
         return next;
     }
     let held = keys_held(&expired);
-    let action = settings::lease_action();
     for (lease, held) in expired.iter().zip(held) {
         // A later renewal or removal changed the lease: it is no longer this expiry's.
         let still = |candidate: &Lease| {
@@ -556,7 +618,7 @@ fn act_on_expired(table: &Table) -> pg_sys::TimestampTz {
         }
         let current = with_leases(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |leases, used| {
             let index = leases[..*used as usize].iter().position(still)?;
-            leases[index].acted = true;
+            leases[index].acted = Acted::after(action);
             Some(())
         });
         if current.is_some() {

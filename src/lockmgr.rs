@@ -133,6 +133,19 @@ pub struct AdvisoryLock {
 #[derive(Clone, Copy, Debug)]
 pub struct LocalEntry(*const pg_sys::LOCALLOCK);
 
+/// What one acquisition left behind.
+#[derive(Clone, Copy, Debug)]
+pub struct Acquired {
+    /// How many times this backend now holds the lock, per scope.
+    pub holds: Holds,
+    /// Whether this acquisition began a new hold: the backend held the lock in this mode in
+    /// neither scope before it. Everything kept about an earlier hold (its name, start, token,
+    /// lease) belongs to a hold that has ended, however it ended.
+    pub new_hold: bool,
+    /// The lock's LOCALLOCK entry, when the acquisition handed it back.
+    pub local: Option<LocalEntry>,
+}
+
 /// How many times this backend holds a lock, per scope.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Holds {
@@ -163,10 +176,10 @@ impl AdvisoryLock {
         }
     }
 
-    /// Takes the lock if it is free (or already ours), never waiting. Returns how many times
-    /// this backend now holds it, or `None` when another session's hold or an earlier
-    /// conflicting waiter is in the way (a try does not jump the queue).
-    pub fn try_acquire(self, scope: Scope) -> Option<(Holds, LocalEntry)> {
+    /// Takes the lock if it is free (or already ours), never waiting. Returns what the
+    /// acquisition left, or `None` when another session's hold or an earlier conflicting waiter
+    /// is in the way (a try does not jump the queue).
+    pub fn try_acquire(self, scope: Scope) -> Option<Acquired> {
         let tag = self.tag();
         let mut locallock: *mut pg_sys::LOCALLOCK = ptr::null_mut();
         // With dontWait the call returns instead of sleeping.
@@ -175,8 +188,14 @@ impl AdvisoryLock {
         if result == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
             return None;
         }
-        // SAFETY: on success LockAcquireExtended hands back the live LOCALLOCK entry.
-        Some((unsafe { holds_of(locallock) }, LocalEntry(locallock)))
+        Some(Acquired {
+            // SAFETY: on success LockAcquireExtended hands back the live LOCALLOCK entry.
+            holds: unsafe { holds_of(locallock) },
+            // The lock manager's own answer: LOCKACQUIRE_OK only for a lock this backend did
+            // not hold in this mode (ALREADY_HELD, or ALREADY_CLEAR, for one it did).
+            new_hold: result == pg_sys::LockAcquireResult::LOCKACQUIRE_OK,
+            local: Some(LocalEntry(locallock)),
+        })
     }
 
     /// Takes the lock, sleeping in the lock manager's queue while it conflicts. The sleep ends

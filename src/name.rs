@@ -56,7 +56,7 @@ impl FromDatum for LockName<'_> {
             Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) })
         } else {
             // pg_server_to_any raises 22P05 or 22021 for what UTF-8 cannot hold.
-            let converted = convert(bytes, Direction::ServerToUtf8);
+            let converted = server_to_utf8(bytes);
             Cow::Owned(String::from_utf8_lossy(&converted).into_owned())
         };
         Some(LockName(utf8))
@@ -121,30 +121,19 @@ arg_through_from_datum!(LockNames, errors::null_name_array);
 
 impl_sql_translatable!(LockNames<'_>, "text[]");
 
-/// Which way [`convert`] goes between the database encoding and UTF-8.
-#[derive(Clone, Copy)]
-enum Direction {
-    ServerToUtf8,
-    Utf8ToServer,
-}
-
-/// Converts `bytes` with PostgreSQL's own conversion functions, which raise 22021 or 22P05
-/// for what the target encoding cannot hold.
+/// Converts `bytes` from the database encoding to UTF-8 with PostgreSQL's own conversion
+/// functions, which raise 22021 or 22P05 for what UTF-8 cannot hold.
 ///
 /// They may return their input unchanged, as a pointer to the same (not NUL-terminated) bytes:
 /// always in a SQL_ASCII database, where they only validate. Only a new pointer is a palloc'd,
 /// NUL-terminated result, so only then is its length read up to the NUL.
-fn convert(bytes: &[u8], direction: Direction) -> Cow<'_, [u8]> {
+fn server_to_utf8(bytes: &[u8]) -> Cow<'_, [u8]> {
     let input: *const std::ffi::c_char = bytes.as_ptr().cast();
     let len = i32::try_from(bytes.len()).expect("a text value is under 1 GB");
-    let utf8 = pg_sys::pg_enc::PG_UTF8 as i32;
-    // SAFETY: both functions read `len` bytes from `input` and return either `input` itself or
-    // a NUL-terminated copy in the current memory context.
+    // SAFETY: pg_server_to_any reads `len` bytes from `input` and returns either `input` itself
+    // or a NUL-terminated copy in the current memory context.
     unsafe {
-        let output = match direction {
-            Direction::ServerToUtf8 => pg_sys::pg_server_to_any(input, len, utf8),
-            Direction::Utf8ToServer => pg_sys::pg_any_to_server(input, len, utf8),
-        };
+        let output = pg_sys::pg_server_to_any(input, len, pg_sys::pg_enc::PG_UTF8 as i32);
         if std::ptr::eq(output, input) {
             Cow::Borrowed(bytes)
         } else {
@@ -157,17 +146,14 @@ arg_through_from_datum!(LockName, errors::null_name);
 
 impl_sql_translatable!(LockName<'_>, "text");
 
-/// A name on its way back to SQL as `text` in the database encoding.
+/// A name on its way back to SQL as `text` in the database encoding, or NULL when that encoding
+/// cannot hold one of its characters: a name taken in a UTF-8 database and read from a LATIN1
+/// one costs that one name, never the row or the query it is in.
 pub struct ServerText(pub String);
 
 impl IntoDatum for ServerText {
     fn into_datum(self) -> Option<pg_sys::Datum> {
-        let utf8 = self.0.as_bytes();
-        let server = if utf8.is_ascii() || backend::database_is_utf8() {
-            Cow::Borrowed(utf8)
-        } else {
-            convert(utf8, Direction::Utf8ToServer)
-        };
+        let server = in_database_encoding(&self.0)?;
         let len = i32::try_from(server.len()).expect("a name is at most MAX_NAME_BYTES long");
         // SAFETY: copies `len` bytes into a new palloc'd text in the current memory context,
         // as a function result must be.
@@ -178,6 +164,64 @@ impl IntoDatum for ServerText {
     fn type_oid() -> pg_sys::Oid {
         pg_sys::TEXTOID
     }
+}
+
+/// `utf8` in the database encoding, or None when the database encoding has no character for
+/// some character of it. Never raises (PostgreSQL's conversion functions are asked not to).
+fn in_database_encoding(utf8: &str) -> Option<Cow<'_, [u8]>> {
+    let bytes = utf8.as_bytes();
+    // SAFETY: the database encoding is fixed once the backend has connected.
+    let database = unsafe { pg_sys::GetDatabaseEncoding() };
+    // UTF-8 itself; and SQL_ASCII, where PostgreSQL stores any bytes as they come.
+    if bytes.is_ascii()
+        || backend::database_is_utf8()
+        || database == pg_sys::pg_enc::PG_SQL_ASCII as i32
+    {
+        return Some(Cow::Borrowed(bytes));
+    }
+    let utf8_encoding = pg_sys::pg_enc::PG_UTF8 as i32;
+    let procedure = conversion_from_utf8(utf8_encoding, database)?;
+    let len = i32::try_from(bytes.len()).expect("a name is at most MAX_NAME_BYTES long");
+    // Room for the worst case (MAX_CONVERSION_GROWTH bytes per input byte) and the NUL, so
+    // that the whole input is converted in one call.
+    let mut output = vec![0u8; bytes.len() * pg_sys::MAX_CONVERSION_GROWTH as usize + 1];
+    // SAFETY: the conversion reads `len` bytes of `bytes` (never writing them) and writes at
+    // most `output.len()` bytes, NUL-terminated. With noError it stops at the first character
+    // it cannot convert instead of raising, and says how many input bytes it converted.
+    let converted = unsafe {
+        pg_sys::pg_do_encoding_conversion_buf(
+            procedure,
+            utf8_encoding,
+            database,
+            bytes.as_ptr().cast_mut(),
+            len,
+            output.as_mut_ptr(),
+            i32::try_from(output.len()).expect("a name is at most MAX_NAME_BYTES long"),
+            true,
+        )
+    };
+    if converted != len {
+        return None;
+    }
+    // Our own buffer, NUL-terminated by the conversion (text never holds a NUL).
+    let end = output.iter().position(|&byte| byte == 0)?;
+    output.truncate(end);
+    Some(Cow::Owned(output))
+}
+
+/// The default conversion procedure from UTF-8 to the database encoding (looked up once per
+/// backend), or None when there is none.
+fn conversion_from_utf8(utf8: i32, database: i32) -> Option<pg_sys::Oid> {
+    thread_local! {
+        static PROCEDURE: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+    }
+    let procedure = PROCEDURE.get().unwrap_or_else(|| {
+        // SAFETY: a catalog lookup; every SQL function runs inside a transaction.
+        let procedure = unsafe { pg_sys::FindDefaultConversionProc(utf8, database) };
+        PROCEDURE.set(Some(procedure));
+        procedure
+    });
+    (procedure != pg_sys::InvalidOid).then_some(procedure)
 }
 
 unsafe impl pgrx::callconv::BoxRet for ServerText {

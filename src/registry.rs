@@ -14,7 +14,7 @@ use pgrx::pg_sys;
 use crate::backend;
 use crate::fast_hash::FastHasher;
 use crate::lease;
-use crate::lockmgr::{self, AdvisoryLock, Holds, LocalEntry, Mode, Scope};
+use crate::lockmgr::{self, Acquired, AdvisoryLock, Holds, LocalEntry, Mode, Scope};
 use crate::shared_names;
 use crate::stats::{self, Counters};
 
@@ -62,6 +62,14 @@ impl Entry {
             self.token = None;
         }
         holds != Holds::default()
+    }
+
+    /// Ends whatever hold the entry still records (all of them ended: the lock manager just
+    /// began a new one), counting each at `clock`'s time, and drops its token.
+    fn end_every_hold(&mut self, clock: &mut impl FnMut() -> Option<Timestamp>) {
+        self.end_hold(Scope::Session, clock);
+        self.end_hold(Scope::Transaction, clock);
+        self.token = None;
     }
 
     /// Ends the hold in `scope`, if there is one, and counts it at `clock`'s time.
@@ -130,37 +138,43 @@ pub struct HeldLock {
     pub since: pg_sys::TimestampTz,
 }
 
-/// Records that pglock just acquired `lock` in `scope`, leaving `holds` in place, and publishes
-/// its name for other sessions (or withdraws a stale one when a hold begins by key). `local` is
-/// the lock's LOCALLOCK entry when the acquisition handed it back.
-pub fn acquired(
-    lock: AdvisoryLock,
-    scope: Scope,
-    name: Option<&str>,
-    holds: Holds,
-    local: Option<LocalEntry>,
-) {
+/// Records that pglock just acquired `lock` in `scope` (`acquired` says what the lock manager
+/// left), and publishes its name for other sessions (or withdraws a stale one when a hold
+/// begins by key).
+///
+/// The lock manager's answer decides whether this is a new hold: when it is, whatever the
+/// entry kept belongs to a hold that ended since (through the built-ins, a savepoint rollback,
+/// DISCARD ALL), which the registry may not have seen yet, and none of it carries over: the
+/// name, the start of each scope, the fencing token and the lease all start anew.
+pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, acquired: Acquired) {
     if !lock.mode.is_shown() {
         // Part of a hold held() shows as one row (an upgradeable hold, a semaphore slot).
         return;
     }
+    let Acquired {
+        holds,
+        new_hold,
+        local,
+    } = acquired;
     let shown = REGISTRY.with_borrow_mut(|registry| {
         registry.watch_transaction_ends();
         if registry.entries.len() >= registry.sweep_at {
             registry.sweep();
         }
         let entry = registry.entries.entry(lock).or_default();
+        if new_hold {
+            entry.end_every_hold(&mut hold_clock());
+        }
         if local.is_some() {
             entry.local = local;
         }
-        // This call began the session's whole hold of the lock: its name (or none) is the name.
-        let began_hold = holds.session + holds.transaction == 1;
-        // (Compared first, so that taking the same name again allocates nothing.)
-        if (began_hold || entry.name.is_none()) && entry.name.as_deref() != name {
+        // A new hold's name (or none) is the name; a later call by name names a hold taken
+        // by key. (Compared first, so that taking the same name again allocates nothing.)
+        if (new_hold || entry.name.is_none()) && entry.name.as_deref() != name {
             entry.name = name.map(Box::from);
         }
         let since = entry.since_mut(scope);
-        // A depth of one in this scope means this acquisition began the hold.
+        // A depth of one in this scope means this acquisition began the hold in this scope.
         let began = (holds.in_scope(scope) == 1 || since.is_none()).then(backend::now);
         if began.is_some() {
             *since = began;
@@ -169,8 +183,11 @@ pub fn acquired(
             entry.tally.acquired(began.unwrap_or_else(backend::now));
         }
         let named = entry.name.is_some();
-        (named || (began_hold && !registry.named_in_other_mode(lock))).then_some(named)
+        (named || (new_hold && !registry.named_in_other_mode(lock))).then_some(named)
     });
+    if new_hold {
+        lease::hold_began(lock);
+    }
     match (shown, name) {
         (Some(true), Some(name)) => shared_names::publish(lock.key, name),
         (Some(false), _) => shared_names::withdraw(lock.key),
@@ -406,16 +423,41 @@ pub fn set_token(lock: AdvisoryLock, token: i64) {
 }
 
 /// Publishes the name of a lock this session is about to wait for, so that other sessions
-/// see who waits for what.
-pub fn waiting(lock: AdvisoryLock, name: Option<&str>) {
+/// see who waits for what. The name stays published only while the returned guard lives, or
+/// for as long as the lock is held once [`Waiting::granted`] says the wait ended in a grant:
+/// dropping the guard any other way (a timeout, an ERROR unwinding) withdraws it unless the
+/// session holds the key in some mode.
+#[must_use = "dropping the guard ends the wait's publication"]
+pub fn waiting(lock: AdvisoryLock, name: Option<&str>) -> Waiting {
     if let Some(name) = name {
         shared_names::publish(lock.key, name);
     }
+    Waiting {
+        key: name.map(|_| lock.key),
+    }
 }
 
-/// Withdraws the name published by [`waiting`] after a wait that timed out.
-pub fn stopped_waiting(lock: AdvisoryLock) {
-    shared_names::withdraw_if_unheld(lock.key);
+/// A name published for a wait (see [`waiting`]).
+pub struct Waiting {
+    /// The key whose name was published; None once nothing is left to undo.
+    key: Option<i64>,
+}
+
+impl Waiting {
+    /// The wait ended in a grant: the name now belongs to the hold ([`acquired`] takes over).
+    pub fn granted(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            // Reads the backend-local lock table and writes this backend's own slot of the
+            // name map: nothing here can raise, so it is safe while an ERROR unwinds.
+            shared_names::withdraw_if_unheld(key);
+        }
+    }
 }
 
 /// The names of advisory locks the current user may see: (pid, key, name). This session's

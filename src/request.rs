@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 use crate::backend;
 use crate::errors;
 use crate::key_cache;
-use crate::lockmgr::{AdvisoryLock, Mode, Scope};
+use crate::lockmgr::{Acquired, AdvisoryLock, Mode, Scope};
 use crate::name::LockName;
 use crate::registry;
 use crate::settings;
@@ -65,15 +65,16 @@ impl<'a> LockRequest<'a> {
             // Refused up front, so the outcome does not depend on other sessions.
             errors::timed_wait_in_parallel_mode();
         }
-        let (holds, local) = match self.lock.try_acquire(scope) {
-            Some((holds, local)) => (holds, Some(local)),
+        let acquired = match self.lock.try_acquire(scope) {
+            Some(acquired) => acquired,
             None if matches!(wait, Wait::No) => {
                 stats::busy(self.lock.key, self.name.as_deref());
                 return false;
             }
             None => {
-                // Waiters show their lock's name to other sessions too.
-                registry::waiting(self.lock, self.name.as_deref());
+                // Waiters show their lock's name to other sessions too, until the wait ends
+                // (the guard withdraws it on every way out but a grant, an ERROR included).
+                let waiting = registry::waiting(self.lock, self.name.as_deref());
                 let outcome =
                     stats::timed_wait(self.lock.key, self.name.as_deref(), || match wait {
                         Wait::WithoutDeadline => {
@@ -83,15 +84,21 @@ impl<'a> LockRequest<'a> {
                         Wait::No => unreachable!("handled above"),
                     });
                 match outcome {
-                    Outcome::Granted(holds) => (holds, None),
-                    Outcome::TimedOut => {
-                        registry::stopped_waiting(self.lock);
-                        return false;
+                    // A lock this backend holds is never waited for (the try above takes it
+                    // at once), so a grant after a wait always begins a new hold.
+                    Outcome::Granted(holds) => {
+                        waiting.granted();
+                        Acquired {
+                            holds,
+                            new_hold: true,
+                            local: None,
+                        }
                     }
+                    Outcome::TimedOut => return false,
                 }
             }
         };
-        registry::acquired(self.lock, scope, self.name.as_deref(), holds, local);
+        registry::acquired(self.lock, scope, self.name.as_deref(), acquired);
         true
     }
 

@@ -29,7 +29,7 @@ use std::panic::AssertUnwindSafe;
 
 use crate::backend;
 use crate::errors;
-use crate::lockmgr::{AdvisoryLock, Holds, Mode, Scope};
+use crate::lockmgr::{Acquired, AdvisoryLock, Holds, Mode, Scope};
 use crate::name::LockName;
 use crate::registry;
 use crate::request::{refuse_on_standby, refuse_parallel_worker, LockRequest};
@@ -170,8 +170,8 @@ impl<'a> Semaphore<'a> {
             bell.take_ring();
             for offset in 0..others.len() {
                 let index = others[(next + offset) % others.len()];
-                if let Some((holds, _)) = self.slot(index).try_acquire(scope) {
-                    return Some((index, holds));
+                if let Some(acquired) = self.slot(index).try_acquire(scope) {
+                    return Some((index, acquired.holds));
                 }
             }
             if matches!(wait, Wait::No) {
@@ -251,7 +251,13 @@ fn acquire(
         return None;
     };
     let slot = semaphore.slot(index);
-    registry::acquired(slot, scope, semaphore.name.name.as_deref(), holds, None);
+    // Only slots this session did not hold are taken (see take_slot): always a new hold.
+    let acquired = Acquired {
+        holds,
+        new_hold: true,
+        local: None,
+    };
+    registry::acquired(slot, scope, semaphore.name.name.as_deref(), acquired);
     if scope == Scope::Transaction {
         ring_at_transaction_end(semaphore.queue());
     }

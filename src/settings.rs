@@ -13,6 +13,9 @@ static MAX_LOCKS_PER_SESSION: GucSetting<i32> = GucSetting::<i32>::new(-1);
 /// pglock.allow_on_standby.
 static ALLOW_ON_STANDBY: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// pglock.client_check_interval, in milliseconds (0: off).
+static CLIENT_CHECK_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
 /// pglock.names_per_backend (defined only when preloaded).
 static NAMES_PER_BACKEND: GucSetting<i32> = GucSetting::<i32>::new(16);
 
@@ -59,6 +62,16 @@ pub fn init() {
         &ALLOW_ON_STANDBY,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pglock.client_check_interval",
+        c"Sets how often a session waiting for a lock checks that its client is still connected.",
+        c"A waiting session whose client has gone ends (FATAL \"connection to client lost\") and leaves the queue, instead of waiting on and being granted a lock nobody will release; a grant that reaches it is given up too. Stands in for client_connection_check_interval during pglock's waits when that is 0. 0 turns the check off.",
+        &CLIENT_CHECK_INTERVAL,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
     );
 }
 
@@ -130,6 +143,11 @@ pub fn track() -> bool {
 /// What the lease worker does with an expired lease.
 pub fn lease_action() -> LeaseAction {
     LEASE_ACTION.get()
+}
+
+/// How often a waiting session checks for its client, in milliseconds (0: never).
+pub fn client_check_interval_ms() -> i32 {
+    CLIENT_CHECK_INTERVAL.get()
 }
 
 /// Whether pglock takes locks on a hot standby.

@@ -216,9 +216,13 @@ pub fn withdraw_if_unheld(key: i64) {
     if !map_enabled() {
         return;
     }
-    OWN_SLOT.with_borrow_mut(|local| {
-        if local.by_key.contains_key(&key) && !key_held_in_any_mode(key) {
-            local.free_entry_of(key);
+    // try_borrow_mut: this also runs while an ERROR unwinds (registry::Waiting), where a
+    // second panic would abort the backend.
+    OWN_SLOT.with(|local| {
+        if let Ok(mut local) = local.try_borrow_mut() {
+            if local.by_key.contains_key(&key) && !key_held_in_any_mode(key) {
+                local.free_entry_of(key);
+            }
         }
     });
 }

@@ -43,6 +43,8 @@ struct Settings {
     /// The per-session cap in force (derived when the setting is -1); null: no cap.
     max_locks_per_session_in_force: Option<usize>,
     allow_on_standby: bool,
+    /// pglock.client_check_interval in milliseconds (0: off).
+    client_check_interval_ms: i32,
     /// The settings that exist only with preloading; null without it.
     names_per_backend: Option<usize>,
     max_leases: Option<usize>,
@@ -129,6 +131,7 @@ fn status() -> JsonB {
             max_locks_per_session: settings::max_locks_per_session_setting(),
             max_locks_per_session_in_force: settings::max_locks_per_session(),
             allow_on_standby: settings::allow_on_standby(),
+            client_check_interval_ms: settings::client_check_interval_ms(),
             names_per_backend: preloaded.then(settings::names_per_backend),
             max_leases: preloaded.then(settings::max_leases),
             lease_action: preloaded.then(|| match settings::lease_action() {

@@ -61,8 +61,8 @@ use pgrx::prelude::*;
 
 use crate::backend;
 use crate::compat::{
-    disable_timeout, enable_timeout_at, get_timeout_indicator, RegisterTimeout, ANY_USER_TIMEOUT,
-    STATEMENT_TIMEOUT,
+    disable_timeout, enable_timeout_after, enable_timeout_at, get_timeout_indicator,
+    RegisterTimeout, ANY_USER_TIMEOUT, STATEMENT_TIMEOUT,
 };
 use crate::errors;
 use crate::lockmgr::{AdvisoryLock, Holds, Scope};
@@ -132,10 +132,12 @@ fn acquire_until(lock: AdvisoryLock, scope: Scope, micros: i64, bell: bool) -> O
     let deadline = backend::now().saturating_add(micros);
     let subtransaction = SubTransaction::begin();
     let armed = Deadline::arm(deadline, bell);
+    let client_check = ClientCheck::arm();
     let result: Result<Holds, Box<CaughtError>> =
         PgTryBuilder::new(AssertUnwindSafe(|| Ok(lock.acquire_waiting(scope))))
             .catch_others(|error| Err(Box::new(error)))
             .execute();
+    drop(client_check);
     let verdict = armed.disarm();
 
     let error = match result {
@@ -172,6 +174,7 @@ fn acquire_until(lock: AdvisoryLock, scope: Scope, micros: i64, bell: bool) -> O
 /// Waits for `lock` with no deadline of pglock's: exactly pg_advisory_lock's wait, so the
 /// session's lock_timeout and statement_timeout apply and raise their own errors.
 pub fn acquire_without_deadline(lock: AdvisoryLock, scope: Scope) -> Holds {
+    let client_check = ClientCheck::arm();
     let holds = PgTryBuilder::new(AssertUnwindSafe(|| lock.acquire_waiting(scope)))
         .catch_others(|error| {
             // As above: an ERROR must not leave a session hold granted at the last instant.
@@ -181,6 +184,7 @@ pub fn acquire_without_deadline(lock: AdvisoryLock, scope: Scope) -> Holds {
             error.rethrow()
         })
         .execute();
+    drop(client_check);
     service_interrupts_after_grant(lock, scope, holds)
 }
 
@@ -202,7 +206,19 @@ fn leave_wait_queue(lock: AdvisoryLock) -> bool {
 /// Services an interrupt that is already pending when a wait ends in a grant (a cancel that
 /// came just after it). If that raises, the session hold this call took is released first, so
 /// the caller never sees an ERROR while holding what it asked for.
+///
+/// A grant to a session whose client has gone is given up the same way: the session ends
+/// (FATAL "connection to client lost", as client_connection_check_interval would end it), and
+/// the lock goes to the next in line instead of staying with a session nobody can reach.
 fn service_interrupts_after_grant(lock: AdvisoryLock, scope: Scope, holds: Holds) -> Holds {
+    if ClientCheck::enabled() && !client_is_connected() {
+        // SAFETY: what ProcessInterrupts does when its own check finds the client gone; the
+        // CHECK_FOR_INTERRUPTS below then ends the session.
+        unsafe {
+            ptr::write_volatile(ptr::addr_of_mut!(pg_sys::ClientConnectionLost), 1);
+            ptr::write_volatile(ptr::addr_of_mut!(pg_sys::InterruptPending), 1);
+        }
+    }
     if !interrupt_pending() {
         return holds;
     }
@@ -304,6 +320,103 @@ impl SubTransaction {
             pg_sys::MemoryContextSwitchTo(self.context);
             pg_sys::CurrentResourceOwner = self.owner;
         }
+    }
+}
+
+/// Whether the client of this session is still connected: PostgreSQL's own socket check (as
+/// client_connection_check_interval uses it). Only for a session with a client.
+fn client_is_connected() -> bool {
+    // SAFETY: the FE/BE socket's wait set exists in every backend with a client (MyProcPort);
+    // the check polls it for a closed peer without reading anything.
+    unsafe { crate::compat::pq_check_connection() }
+}
+
+/// While a session waits for a lock: a periodic check that its client is still there, so that
+/// a client that vanished (killed, its network cut) does not leave the session queued, and
+/// granted, in its name. PostgreSQL has the check (client_connection_check_interval) but runs
+/// it only when that setting is on; while this guard lives, pglock.client_check_interval stands
+/// in for it when it is off. A timer of pglock's asks for the first check; ProcessInterrupts
+/// runs it inside the lock sleep, ends the session with FATAL when the client is gone, and
+/// otherwise re-arms PostgreSQL's own timer for the next one. Dropping the guard puts the
+/// setting back; a check still armed then finds it off again and does nothing.
+struct ClientCheck {
+    /// client_connection_check_interval as it was, when pglock stood in for it.
+    saved_interval: Option<i32>,
+}
+
+impl ClientCheck {
+    /// Whether waits check for the client: the session has one and either interval is on.
+    fn enabled() -> bool {
+        // SAFETY: backend globals, fixed while the backend runs (MyProcPort) or read as a C
+        // GUC variable.
+        unsafe {
+            pg_sys::IsUnderPostmaster
+                && !pg_sys::MyProcPort.is_null()
+                && (pg_sys::client_connection_check_interval > 0
+                    || crate::settings::client_check_interval_ms() > 0)
+        }
+    }
+
+    fn arm() -> Self {
+        let ours = crate::settings::client_check_interval_ms();
+        // SAFETY: as in enabled().
+        let stand_in = unsafe {
+            pg_sys::IsUnderPostmaster
+                && !pg_sys::MyProcPort.is_null()
+                && pg_sys::client_connection_check_interval == 0
+                && ours > 0
+        };
+        if !stand_in {
+            // Off, or PostgreSQL's own check already runs during the wait.
+            return ClientCheck {
+                saved_interval: None,
+            };
+        }
+        // SAFETY: the C variable behind client_connection_check_interval, put back on drop (the
+        // GUC itself never changes); our slot's timer only sets interrupt flags.
+        unsafe {
+            pg_sys::client_connection_check_interval = ours;
+            enable_timeout_after(client_check_timeout_id(), ours);
+        }
+        ClientCheck {
+            saved_interval: Some(0),
+        }
+    }
+}
+
+impl Drop for ClientCheck {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved_interval.take() {
+            // SAFETY: our own slot, and the value arm() found.
+            unsafe {
+                disable_timeout(client_check_timeout_id(), false);
+                pg_sys::client_connection_check_interval = saved;
+            }
+        }
+    }
+}
+
+/// Our client-check timeout slot in this backend, registered on first use; -1 until then.
+static CLIENT_CHECK_TIMEOUT_ID: AtomicI32 = AtomicI32::new(-1);
+
+fn client_check_timeout_id() -> i32 {
+    let id = CLIENT_CHECK_TIMEOUT_ID.load(Ordering::Relaxed);
+    if id >= 0 {
+        return id;
+    }
+    // SAFETY: registers a handler that only sets flags; called in a backend, never the postmaster.
+    let id = unsafe { RegisterTimeout(ANY_USER_TIMEOUT, client_check_due) };
+    CLIENT_CHECK_TIMEOUT_ID.store(id, Ordering::Relaxed);
+    id
+}
+
+/// Runs in signal context (from handle_sig_alarm, which also sets the latch): asks
+/// ProcessInterrupts for a client check, as PostgreSQL's own check timer does.
+unsafe extern "C-unwind" fn client_check_due() {
+    // SAFETY: sig_atomic_t flags that signal handlers are meant to set.
+    unsafe {
+        ptr::write_volatile(ptr::addr_of_mut!(pg_sys::CheckClientConnectionPending), 1);
+        ptr::write_volatile(ptr::addr_of_mut!(pg_sys::InterruptPending), 1);
     }
 }
 

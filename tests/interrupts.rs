@@ -284,3 +284,115 @@ fn deadlock_victims_error(timeout: &str) -> postgres::Error {
         other => panic!("exactly one deadlock victim expected: {other:?}"),
     }
 }
+
+/// The psql of the test instance's PostgreSQL.
+fn psql_of(client: &mut postgres::Client) -> std::path::PathBuf {
+    let bindir: String = client
+        .query_one("SELECT setting FROM pg_config WHERE name = 'BINDIR'", &[])
+        .unwrap()
+        .get(0);
+    std::path::Path::new(&bindir).join("psql")
+}
+
+/// Waits (at most `limit`) until `check` is true; false if it never was.
+fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !check() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// A session waiting in pglock.lock() whose client process is killed (SIGKILL) notices within a
+/// few seconds (pglock.client_check_interval, 1 s by default, with client_connection_check_interval
+/// off as it is by default): it leaves the lock's queue and ends, while the lock is still held,
+/// so a dead client is never granted it later; and when the lock is freed right after the kill,
+/// before any check, the grant that reaches the dead client's session is given up, and the next
+/// waiter gets the lock. Waits with and without a deadline.
+#[test]
+fn a_waiter_whose_client_is_killed_leaves_the_queue() {
+    let (mut holder, mut observer, mut next) = (session(), session(), session());
+    let psql = psql_of(&mut observer);
+    let port: String = observer.query_one("SHOW port", &[]).unwrap().get(0);
+    let name = "client-gone";
+    for (round, (freed_at_once, timeout)) in [
+        (false, "NULL"),
+        (false, "'10 min'"),
+        (true, "NULL"),
+        (true, "'10 min'"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(try_lock(&mut holder, name));
+        let application = format!("pglock-orphan-{round}");
+        let mut client = std::process::Command::new(&psql)
+            .args(["-X", "-q", "-h", "localhost", "-p", &port])
+            .args([
+                "-U",
+                &pgrx_tests::get_pg_user(),
+                "-d",
+                pgrx_tests::get_pg_dbname(),
+            ])
+            .arg("-c")
+            .arg(format!("SELECT pglock.lock('{name}', {timeout})"))
+            .env("PGAPPNAME", &application)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("psql starts");
+        let mut orphan = None;
+        assert!(
+            within(Duration::from_secs(30), || {
+                orphan = observer
+                    .query_opt(
+                        "SELECT pid FROM pg_stat_activity
+                         WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                        &[&application],
+                    )
+                    .unwrap()
+                    .map(|row| row.get::<_, i32>(0));
+                orphan.is_some()
+            }),
+            "psql's session never waited"
+        );
+        let orphan = orphan.unwrap();
+        client.kill().unwrap(); // SIGKILL
+        client.wait().unwrap();
+        let gone = |observer: &mut postgres::Client| {
+            observer
+                .query_one(
+                    "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1",
+                    &[&orphan],
+                )
+                .unwrap()
+                .get::<_, bool>(0)
+        };
+        if freed_at_once {
+            assert!(common::unlock(&mut holder, name));
+        } else {
+            assert!(
+                within(Duration::from_secs(15), || gone(&mut observer)),
+                "round {round}: the session of a killed client still waits"
+            );
+            let still_held: bool = holder
+                .query_one("SELECT count(*) = 1 FROM pglock.held()", &[])
+                .unwrap()
+                .get(0);
+            assert!(still_held);
+            assert!(common::unlock(&mut holder, name));
+        }
+        let granted: bool = next
+            .query_one("SELECT pglock.lock($1, '15 s')", &[&name])
+            .unwrap()
+            .get(0);
+        assert!(granted, "round {round}: the next waiter never got the lock");
+        assert!(
+            within(Duration::from_secs(15), || gone(&mut observer)),
+            "round {round}: the session of a killed client lives on"
+        );
+        assert!(common::unlock(&mut next, name));
+    }
+}

@@ -442,3 +442,89 @@ fn status_reports_the_lease_table_and_the_name_map() {
         before
     );
 }
+
+/// A lease belongs to the hold it was set on. When that hold ends outside pglock inside a
+/// transaction (a built-in unlock, pg_advisory_unlock_all) and pglock takes the lock again in
+/// the same transaction, the new hold has no lease: nothing is enforced on it later. With and
+/// without a held() call between (held() sweeps what the registry kept).
+#[test]
+fn a_lease_ends_with_a_hold_that_ends_outside_pglock_within_a_transaction() {
+    let _serial = one_at_a_time();
+    let (mut holder, mut observer) = (session(), session());
+    holder
+        .batch_execute(
+            "CREATE TEMP TABLE lease_names AS
+             SELECT 1 AS id, 'lease:retaken'::text AS n, 'data after the name' AS other",
+        )
+        .unwrap();
+    for end in [
+        "SELECT pg_advisory_unlock(pglock.key(n)) FROM lease_names WHERE id = 1",
+        "SELECT pg_advisory_unlock_all()",
+    ] {
+        for sweep in ["", "SELECT count(*) FROM pglock.held();"] {
+            holder
+                .batch_execute(&format!(
+                    "BEGIN;
+                     SELECT pglock.lock(n) FROM lease_names WHERE id = 1;
+                     SELECT pglock.set_lease(n, '500 ms') FROM lease_names WHERE id = 1;
+                     {end};
+                     {sweep}
+                     SELECT pglock.lock(n) FROM lease_names WHERE id = 1;"
+                ))
+                .unwrap();
+            assert_eq!(
+                lease_count(&mut observer),
+                0,
+                "{end} / {sweep}: the ended hold's lease carried over to the new hold"
+            );
+            holder.batch_execute("COMMIT").unwrap();
+            thread::sleep(Duration::from_millis(1500));
+            assert!(
+                is_alive(&mut holder),
+                "{end} / {sweep}: the holder was terminated for a lease it no longer had"
+            );
+            holder.batch_execute("SELECT pglock.unlock_all()").unwrap();
+        }
+    }
+}
+
+/// An expiry that was only logged (pglock.lease_action = log) is enforced once the action in
+/// force is terminate again: the holder that is still there is terminated, and its lock goes.
+#[test]
+fn a_lease_only_logged_is_enforced_once_the_action_is_terminate() {
+    let _serial = one_at_a_time();
+    let (mut admin, mut holder, mut other) = (session(), session(), session());
+    set_lease_action(&mut admin, "SET pglock.lease_action = 'log'");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(try_lock(&mut holder, "lease:logged-then-enforced"));
+        holder
+            .query_one(
+                "SELECT pglock.set_lease('lease:logged-then-enforced', '200 ms')",
+                &[],
+            )
+            .unwrap();
+        thread::sleep(Duration::from_millis(1500));
+        assert!(is_alive(&mut holder), "log terminated the holder");
+    }));
+    set_lease_action(&mut admin, "RESET pglock.lease_action");
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    let start = Instant::now();
+    while is_alive(&mut holder) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the logged lease was never enforced under terminate"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let start = Instant::now();
+    while !try_lock(&mut other, "lease:logged-then-enforced") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the lock never went"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(common::unlock(&mut other, "lease:logged-then-enforced"));
+}

@@ -424,3 +424,164 @@ fn names_follow_the_pg_stat_activity_rule_and_counts_are_for_everyone() {
         "another role: counts only"
     );
 }
+
+/// A hold ended outside pglock (a built-in unlock, a savepoint rollback) and taken again through
+/// pglock in the same transaction counts as two holds, the ended one included, with and without
+/// a held() call in between (held() sweeps what the registry kept).
+#[test]
+fn holds_that_end_outside_pglock_are_each_counted() {
+    let _serial = one_at_a_time();
+    let (mut a, mut observer) = (session(), session());
+    a.batch_execute(
+        "CREATE TEMP TABLE jobs (id int, name text, payload text);
+         INSERT INTO jobs VALUES (1, 'stats:ended-outside', 'data after the name')",
+    )
+    .unwrap();
+    reset(&mut observer, "stats:ended-outside");
+    for sweep in ["", "SELECT count(*) FROM pglock.held();"] {
+        a.batch_execute(&format!(
+            "BEGIN;
+             SELECT pglock.lock(name) FROM jobs WHERE id = 1;
+             SELECT pg_advisory_unlock(pglock.key(name)) FROM jobs WHERE id = 1;
+             {sweep}
+             SELECT pglock.lock(name) FROM jobs WHERE id = 1;
+             SELECT pglock.unlock(name) FROM jobs WHERE id = 1;
+             SAVEPOINT s;
+             SELECT pglock.xact_lock(name) FROM jobs WHERE id = 1;
+             ROLLBACK TO SAVEPOINT s;
+             {sweep}
+             SELECT pglock.xact_lock(name) FROM jobs WHERE id = 1;
+             COMMIT"
+        ))
+        .unwrap();
+    }
+    assert_eq!(
+        row_of(&mut observer, "stats:ended-outside"),
+        Some(Row {
+            acquisitions: 8,
+            session_holds: 4,
+            xact_holds: 4,
+            ..Row::default()
+        })
+    );
+}
+
+/// A connection to `database` of the test instance.
+fn connect_to(database: &str) -> Client {
+    let mut first = session();
+    let port: String = first.query_one("SHOW port", &[]).unwrap().get(0);
+    postgres::Config::new()
+        .host("localhost")
+        .port(port.parse().unwrap())
+        .user(&pgrx_tests::get_pg_user())
+        .dbname(database)
+        .connect(postgres::NoTls)
+        .unwrap_or_else(|error| panic!("connects to {database}: {error}"))
+}
+
+/// A name that a LATIN1 database cannot show (taken in a UTF-8 one) costs that one name there:
+/// pglock.stats, its Prometheus query, status() and pglock.locks / lock_names() go on working,
+/// with the row's counts and key intact and a NULL name. Names LATIN1 can show are shown.
+#[test]
+fn a_name_the_readers_encoding_cannot_show_is_null_and_breaks_nothing() {
+    let _serial = one_at_a_time();
+    let mut admin = session();
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS pglock_latin1_stats")
+        .unwrap();
+    admin
+        .batch_execute(
+            "CREATE DATABASE pglock_latin1_stats ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'
+             TEMPLATE template0",
+        )
+        .unwrap();
+    let mut latin1 = connect_to("pglock_latin1_stats");
+    latin1.batch_execute("CREATE EXTENSION pglock").unwrap();
+    let (euro, cafe) = ("invoice-€-1", "café-stats");
+    reset(&mut admin, euro);
+    reset(&mut admin, cafe);
+    // Taken in this UTF-8 database, by a session that keeps holding them.
+    let mut holder = session();
+    let holder_pid = pid(&mut holder);
+    holder
+        .execute(
+            "CREATE TEMP TABLE names AS SELECT * FROM (VALUES (1, $1::text, 'after'), (2, $2::text, 'after')) v(id, n, other)",
+            &[&euro, &cafe],
+        )
+        .unwrap();
+    let taken: i64 = holder
+        .query_one(
+            "SELECT count(*) FILTER (WHERE pglock.try_lock(n)) FROM names",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(taken, 2);
+    let (euro_key, cafe_key): (i64, i64) = {
+        let row = holder
+            .query_one("SELECT pglock.key($1), pglock.key($2)", &[&euro, &cafe])
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    holder.batch_execute("SELECT 1").unwrap(); // a transaction end hands the counts on
+                                               // In the LATIN1 database (a superuser reads every database's statistics).
+    let rows = latin1
+        .query(
+            "SELECT key, name, acquisitions FROM pglock.stats WHERE key IN ($1, $2) ORDER BY name NULLS FIRST",
+            &[&euro_key, &cafe_key],
+        )
+        .unwrap();
+    let seen: Vec<(i64, Option<String>, i64)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(
+        seen,
+        [(euro_key, None, 1), (cafe_key, Some(cafe.to_owned()), 1)]
+    );
+    let counted: i64 = latin1
+        .query_one("SELECT count(*) FROM pglock.stats", &[])
+        .unwrap()
+        .get(0);
+    assert!(counted >= 2);
+    latin1
+        .query_one("SELECT pglock.status()", &[])
+        .expect("status() works in the LATIN1 database");
+    // The Prometheus queries read the view the same way.
+    let queries = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/prometheus/queries.yaml"
+    ))
+    .unwrap();
+    let mut checked = 0;
+    for block in queries.split("query: ").skip(1) {
+        let query = block
+            .split("\n  metrics:")
+            .next()
+            .unwrap()
+            .trim()
+            .trim_start_matches('|')
+            .trim();
+        latin1
+            .query(query, &[])
+            .unwrap_or_else(|error| panic!("{query}: {error}"));
+        checked += usize::from(query.contains("pglock.stats"));
+    }
+    assert!(checked > 0, "no Prometheus query reads pglock.stats");
+    // The holder's names in this UTF-8 database are shown as they are.
+    let names: Vec<Option<String>> = admin
+        .query(
+            "SELECT name FROM pglock.locks WHERE pid = $1 ORDER BY key = $2",
+            &[&holder_pid, &euro_key],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(names, [Some(cafe.to_owned()), Some(euro.to_owned())]);
+    drop(latin1);
+    holder.batch_execute("SELECT pglock.unlock_all()").unwrap();
+    admin
+        .batch_execute("DROP DATABASE pglock_latin1_stats WITH (FORCE)")
+        .unwrap();
+}

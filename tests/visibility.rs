@@ -73,3 +73,144 @@ fn another_sessions_lock_names_follow_the_pg_stat_activity_rule() {
         .batch_execute("DROP ROLE pglock_app; DROP ROLE pglock_nobody; DROP ROLE pglock_monitor;")
         .unwrap();
 }
+
+/// What ends a wait with an ERROR.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    Cancel,
+    StatementTimeout,
+    LockTimeout,
+    Deadlock,
+}
+
+/// A wait for a name that ends in an ERROR (a cancel, statement_timeout, lock_timeout, a
+/// deadlock), with a deadline of pglock's or without, withdraws the name it published: other
+/// sessions no longer see it in lock_names(), and a later hold of the same key taken with the
+/// built-ins shows with a NULL name in pglock.locks.
+#[test]
+fn a_wait_that_ends_in_an_error_withdraws_its_name() {
+    let (mut waiter, mut observer) = (session(), session());
+    let name = "wait-ends-in-error";
+    waiter
+        .batch_execute(
+            "CREATE TEMP TABLE wait_names AS
+             SELECT 1 AS id, 'wait-ends-in-error'::text AS n, 'data after the name' AS other",
+        )
+        .unwrap();
+    let key: i64 = observer
+        .query_one("SELECT pglock.key($1)", &[&name])
+        .unwrap()
+        .get(0);
+    let waiter_pid = pid(&mut waiter);
+    for ending in [
+        Ending::Cancel,
+        Ending::StatementTimeout,
+        Ending::LockTimeout,
+        Ending::Deadlock,
+    ] {
+        for timeout in ["NULL", "'30 s'"] {
+            if matches!(ending, Ending::LockTimeout) && timeout != "NULL" {
+                continue; // pglock's own deadline sets lock_timeout aside
+            }
+            let mut holder = session();
+            assert!(try_lock(&mut holder, name));
+            match ending {
+                Ending::StatementTimeout => waiter.batch_execute("SET statement_timeout = '300ms'"),
+                Ending::LockTimeout => waiter.batch_execute("SET lock_timeout = '300ms'"),
+                Ending::Deadlock => {
+                    waiter.batch_execute("SELECT pglock.lock('wait-ends-in-error:other')")
+                }
+                Ending::Cancel => Ok(()),
+            }
+            .unwrap();
+            let wait = std::thread::spawn(move || {
+                let result = waiter.query_one(
+                    &format!("SELECT pglock.lock(n, {timeout}) FROM wait_names WHERE id = 1"),
+                    &[],
+                );
+                (waiter, result.map(|_| ()))
+            });
+            common::wait_until_waiting(&mut observer, waiter_pid);
+            let published: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pglock.lock_names() WHERE pid = $1 AND name = $2",
+                    &[&waiter_pid, &name],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(published, 1, "a waiter's name is published");
+            let holder = match ending {
+                Ending::Cancel => {
+                    observer
+                        .execute("SELECT pg_cancel_backend($1)", &[&waiter_pid])
+                        .unwrap();
+                    Ok(holder)
+                }
+                // The waiter began waiting first, so its deadlock check runs first: it is the
+                // victim, and the holder is granted once the victim lets go.
+                Ending::Deadlock => Err(std::thread::spawn(move || {
+                    holder
+                        .query_one(
+                            "SELECT pglock.lock('wait-ends-in-error:other', '30 s')",
+                            &[],
+                        )
+                        .unwrap();
+                    holder
+                })),
+                _ => Ok(holder),
+            };
+            let (back, result) = wait.join().unwrap();
+            waiter = back;
+            let error = result.expect_err("the wait ends in an ERROR");
+            let expected = match ending {
+                Ending::Cancel | Ending::StatementTimeout => "57014",
+                Ending::LockTimeout => "55P03",
+                Ending::Deadlock => "40P01",
+            };
+            assert_eq!(
+                error.code().map(|code| code.code()),
+                Some(expected),
+                "{ending:?}, timeout {timeout}: {error:?}"
+            );
+            waiter
+                .batch_execute(
+                    "RESET statement_timeout; RESET lock_timeout; SELECT pglock.unlock_all()",
+                )
+                .unwrap();
+            let mut holder = holder.unwrap_or_else(|partner| partner.join().unwrap());
+            let published: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pglock.lock_names() WHERE pid = $1",
+                    &[&waiter_pid],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(
+                published, 0,
+                "{ending:?}, timeout {timeout}: the name outlived its wait"
+            );
+            // The holder lets go; the waiter takes the key with the built-ins.
+            holder.batch_execute("SELECT pglock.unlock_all()").unwrap();
+            waiter
+                .query_one("SELECT pg_advisory_lock($1)", &[&key])
+                .unwrap();
+            let names: Vec<Option<String>> = observer
+                .query(
+                    "SELECT name FROM pglock.locks WHERE pid = $1 AND key = $2",
+                    &[&waiter_pid, &key],
+                )
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            assert_eq!(
+                names,
+                [None],
+                "{ending:?}, timeout {timeout}: a built-in hold shows the failed wait's name"
+            );
+            waiter
+                .batch_execute("SELECT pg_advisory_unlock_all()")
+                .unwrap();
+        }
+    }
+}
