@@ -782,3 +782,176 @@ fn callers_that_disagree_on_the_slot_count_get_a_clear_error() {
         "free again: any count"
     );
 }
+
+fn int_of(client: &mut Client, sql: &str) -> Option<i32> {
+    client.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// MariaDB 10.11's own multi-connection tests of GET_LOCK and friends
+/// (mysql-test/main/func_misc.test), restated for pglock; the single-session ones are in
+/// tests/pg_regress/sql/mariadb.sql. Where MariaDB answers differently (a killed wait, who gets
+/// a deadlock error) the difference is asserted and written in the README's MySQL table.
+#[test]
+fn mariadbs_get_lock_cases_across_sessions() {
+    let (mut a, mut b, mut observer) = (session(), session(), session());
+    let (a_pid, b_pid) = (pid(&mut a), pid(&mut b));
+
+    // Bug#16501: a waiter gets the lock when the holder releases it, and is_used_lock follows.
+    assert_eq!(
+        int_of(&mut a, "SELECT pglock.get_lock('mariadb:bug16501', 600)"),
+        Some(1)
+    );
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.is_used_lock('mariadb:bug16501')"),
+        Some(a_pid)
+    );
+    let waiter = thread::spawn(move || {
+        let got = int_of(&mut b, "SELECT pglock.get_lock('mariadb:bug16501', 600)");
+        (b, got)
+    });
+    wait_until_waiting(&mut observer, b_pid);
+    assert_eq!(
+        int_of(&mut a, "SELECT pglock.release_lock('mariadb:bug16501')"),
+        Some(1)
+    );
+    let (mut b, got) = waiter.join().unwrap();
+    assert_eq!(got, Some(1));
+    assert_eq!(
+        int_of(&mut a, "SELECT pglock.is_used_lock('mariadb:bug16501')"),
+        Some(b_pid)
+    );
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.release_lock('mariadb:bug16501')"),
+        Some(1)
+    );
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.is_used_lock('mariadb:bug16501')"),
+        None
+    );
+
+    // Held by another session: not free, not ours, not granted, and not ours to release.
+    assert_eq!(
+        int_of(&mut a, "SELECT pglock.get_lock('mariadb:test', 0)"),
+        Some(1)
+    );
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.is_used_lock('mariadb:test')"),
+        Some(a_pid)
+    );
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.is_free_lock('mariadb:test')"),
+        Some(0)
+    );
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.get_lock('mariadb:test', 0)"),
+        Some(0)
+    );
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.release_lock('mariadb:test')"),
+        Some(0)
+    );
+
+    // MDEV-4018: fractional timeouts, down to far below a microsecond, all time out.
+    for timeout in ["0", "1.0", "1.5", "0.1", "0.000001", "0.0000000000000001"] {
+        assert_eq!(
+            int_of(
+                &mut b,
+                &format!("SELECT pglock.get_lock('mariadb:test', {timeout})")
+            ),
+            Some(0),
+            "timeout {timeout}"
+        );
+    }
+
+    // A killed wait: MariaDB's GET_LOCK returns NULL; pglock's statement fails with 57014, as
+    // every PostgreSQL wait does, and holds nothing.
+    let waiter = thread::spawn(move || {
+        let result = b.query_one("SELECT pglock.get_lock('mariadb:test', 7200)", &[]);
+        (b, result.map(|_| ()))
+    });
+    wait_until_waiting(&mut observer, b_pid);
+    observer
+        .execute("SELECT pg_cancel_backend($1)", &[&b_pid])
+        .unwrap();
+    let (mut b, result) = waiter.join().unwrap();
+    let error = result.expect_err("a cancelled wait fails");
+    assert_eq!(error.code().map(|code| code.code()), Some("57014"));
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.is_used_lock('mariadb:test')"),
+        Some(a_pid)
+    );
+    assert_eq!(
+        int_of(&mut a, "SELECT pglock.release_lock('mariadb:test')"),
+        Some(1)
+    );
+
+    // A deadlock: MariaDB fails the request that closes the cycle at once (ER_LOCK_DEADLOCK);
+    // PostgreSQL fails the waiter whose check finds the cycle, deadlock_timeout after it began
+    // to wait (usually b, which waited first). The victim keeps what it held; once it lets go,
+    // the other is granted.
+    assert_eq!(
+        int_of(&mut a, "SELECT pglock.get_lock('mariadb:test1', 0)"),
+        Some(1)
+    );
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.get_lock('mariadb:test2', 0)"),
+        Some(1)
+    );
+    let wait_for = |mut client: Client, name: &'static str| {
+        thread::spawn(move || {
+            let result = client
+                .query_one("SELECT pglock.get_lock($1, 7200)", &[&name])
+                .map(|row| row.get::<_, Option<i32>>(0));
+            (client, result)
+        })
+    };
+    let first = wait_for(b, "mariadb:test1");
+    wait_until_waiting(&mut observer, b_pid);
+    let second = wait_for(a, "mariadb:test2");
+    let start = Instant::now();
+    while !first.is_finished() && !second.is_finished() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no deadlock found"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let (victim, survivor) = if first.is_finished() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let (mut victim, result) = victim.join().unwrap();
+    let error = result.expect_err("the deadlock victim's wait fails");
+    assert_eq!(error.code().map(|code| code.code()), Some("40P01"));
+    assert_eq!(
+        int_of(&mut victim, "SELECT pglock.release_all_locks()"),
+        Some(1)
+    );
+    let (mut survivor, got) = survivor.join().unwrap();
+    assert_eq!(got.unwrap(), Some(1));
+    assert_eq!(
+        int_of(&mut survivor, "SELECT pglock.release_all_locks()"),
+        Some(2)
+    );
+    let (mut a, mut b) = if pid(&mut victim) == a_pid {
+        (victim, survivor)
+    } else {
+        (survivor, victim)
+    };
+
+    // A session that ends releases its locks (rpl_get_lock's dirty close).
+    assert_eq!(
+        int_of(&mut b, "SELECT pglock.get_lock('mariadb:lock', 2)"),
+        Some(1)
+    );
+    drop(b);
+    assert_eq!(
+        int_of(&mut a, "SELECT pglock.get_lock('mariadb:lock', 10)"),
+        Some(1)
+    );
+    assert_eq!(
+        int_of(&mut a, "SELECT pglock.release_lock('mariadb:lock')"),
+        Some(1)
+    );
+}

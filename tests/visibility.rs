@@ -214,3 +214,62 @@ fn a_wait_that_ends_in_an_error_withdraws_its_name() {
         }
     }
 }
+
+const MAKE_HOLD_NAMES: &str = "CREATE TEMP TABLE hold_names AS
+    SELECT 1 AS id, 'renamed-by-key'::text AS n, 'data after the name' AS other";
+
+/// A named hold that ends outside pglock (a built-in unlock, pg_advisory_unlock_all, DISCARD
+/// ALL) and is taken again by key through pglock is a new hold without a name: other sessions
+/// see a NULL name, inside the same transaction too, with and without a held() call between.
+#[test]
+fn a_hold_taken_again_by_key_after_a_named_one_ended_outside_pglock_has_no_name() {
+    let (mut holder, mut observer) = (session(), session());
+    holder.batch_execute(MAKE_HOLD_NAMES).unwrap();
+    let holder_pid = pid(&mut holder);
+    let key: i64 = observer
+        .query_one("SELECT pglock.key('renamed-by-key')", &[])
+        .unwrap()
+        .get(0);
+    for (in_transaction, end) in [
+        (
+            true,
+            "SELECT pg_advisory_unlock(pglock.key(n)) FROM hold_names",
+        ),
+        (true, "SELECT pg_advisory_unlock_all()"),
+        (false, "DISCARD ALL"),
+    ] {
+        for sweep in ["", "SELECT count(*) FROM pglock.held()"] {
+            if in_transaction {
+                holder.batch_execute("BEGIN").unwrap();
+            }
+            holder
+                .batch_execute("SELECT pglock.lock(n) FROM hold_names WHERE id = 1")
+                .unwrap();
+            holder.batch_execute(end).unwrap();
+            if end == "DISCARD ALL" {
+                // DISCARD ALL dropped the temporary table too.
+                holder.batch_execute(MAKE_HOLD_NAMES).unwrap();
+            }
+            if !sweep.is_empty() {
+                holder.batch_execute(sweep).unwrap();
+            }
+            holder
+                .batch_execute("SELECT pglock.lock(pglock.key(n)) FROM hold_names WHERE id = 1")
+                .unwrap();
+            let names: Vec<Option<String>> = observer
+                .query(
+                    "SELECT name FROM pglock.locks WHERE pid = $1 AND key = $2",
+                    &[&holder_pid, &key],
+                )
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            assert_eq!(names, [None], "{end} / {sweep}");
+            if in_transaction {
+                holder.batch_execute("COMMIT").unwrap();
+            }
+            holder.batch_execute("SELECT pglock.unlock_all()").unwrap();
+        }
+    }
+}
