@@ -1,30 +1,23 @@
 //! pglock: named locks for every SQL client, kept in PostgreSQL's own lock manager.
 
-mod api;
+// The layers, each using only those listed before it (and the root files):
+// names -> lock -> session -> shared -> shapes -> api.
 mod backend;
 mod compat;
 mod errors;
-mod fast_hash;
-mod fencing;
-mod key;
-mod key_cache;
-mod lease;
-mod lockmgr;
-mod multi;
-mod mysql;
-mod name;
-mod observe;
-mod registry;
-mod request;
-mod semaphore;
 mod settings;
-mod shared_names;
-mod shmem;
-mod stats;
-mod status;
-mod tokens;
-mod upgradeable;
-mod wait;
+
+mod names;
+
+mod lock;
+
+mod session;
+
+mod shared;
+
+mod shapes;
+
+mod api;
 
 ::pgrx::pg_module_magic!();
 
@@ -42,11 +35,11 @@ pub extern "C-unwind" fn _PG_init() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
     settings::init();
+    session::events::listen(&shared::LISTENERS);
     // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         settings::init_preloaded();
-        shmem::init_preloaded();
-        lease::register_worker();
+        shared::init_preloaded();
     }
     // SAFETY: reserves the prefix, warning about and removing any placeholder pglock.* setting.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pglock".as_ptr()) };

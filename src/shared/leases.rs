@@ -29,12 +29,12 @@ use pgrx::prelude::*;
 
 use crate::backend;
 use crate::errors;
-use crate::lockmgr::{field4, key_held_in_any_mode, AdvisoryLock, Mode};
-use crate::name::LockName;
-use crate::registry;
-use crate::request::{refuse_parallel_worker, LockRequest};
+use crate::lock::manager::{field4, key_held_in_any_mode, AdvisoryLock, Mode};
+use crate::lock::wait;
+use crate::names::name::LockName;
+use crate::session::registry;
+use crate::session::request::{refuse_parallel_worker, LockRequest};
 use crate::settings::{self, LeaseAction};
-use crate::wait;
 
 /// Bytes of the lock's name kept for the worker's log message (longer names are cut).
 const NAME_BYTES: usize = 128;
@@ -114,7 +114,7 @@ fn header_size() -> usize {
     size_of::<Table>().next_multiple_of(8)
 }
 
-/// The shared memory the table needs (see shmem.rs).
+/// The shared memory the table needs (see memory.rs).
 pub fn shmem_size() -> usize {
     match settings::max_leases() {
         0 => 0,
@@ -382,6 +382,25 @@ pub fn released(key: i64) {
     }
     if let Some(table) = table() {
         remove_own(table, key);
+    }
+}
+
+/// Leases as a listener of the session's events: a lease ends with the hold it was set on.
+pub struct Leases;
+
+pub static LISTENER: Leases = Leases;
+
+impl crate::session::events::Listener for Leases {
+    fn hold_began(&self, lock: AdvisoryLock) {
+        hold_began(lock);
+    }
+
+    fn maybe_released(&self, key: i64) {
+        released(key);
+    }
+
+    fn transaction_ended(&self) {
+        forget_released();
     }
 }
 

@@ -29,11 +29,11 @@ use std::panic::AssertUnwindSafe;
 
 use crate::backend;
 use crate::errors;
-use crate::lockmgr::{Acquired, AdvisoryLock, Holds, Mode, Scope};
-use crate::name::LockName;
-use crate::registry;
-use crate::request::{refuse_on_standby, refuse_parallel_worker, LockRequest};
-use crate::wait::{self, Bell, Outcome, Wait};
+use crate::lock::manager::{Acquired, AdvisoryLock, Holds, Mode, Scope};
+use crate::lock::wait::{self, Bell, Outcome, Wait};
+use crate::names::name::LockName;
+use crate::session::registry;
+use crate::session::request::{refuse_on_standby, refuse_parallel_worker, LockRequest};
 
 /// The most slots a semaphore may have (the slot number and count share field4's 16 bits).
 pub const MAX_SLOTS: i32 = 100;

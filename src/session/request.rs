@@ -9,13 +9,13 @@ use pgrx::prelude::*;
 
 use crate::backend;
 use crate::errors;
-use crate::key_cache;
-use crate::lockmgr::{Acquired, AdvisoryLock, Mode, Scope};
-use crate::name::LockName;
-use crate::registry;
+use crate::lock::manager::{Acquired, AdvisoryLock, Mode, Scope};
+use crate::lock::wait::{self, Outcome, Wait};
+use crate::names::memo;
+use crate::names::name::LockName;
+use crate::session::events;
+use crate::session::registry;
 use crate::settings;
-use crate::stats;
-use crate::wait::{self, Outcome, Wait};
 
 /// The lock a name or key refers to, in a mode.
 pub struct LockRequest<'a> {
@@ -30,7 +30,7 @@ impl<'a> LockRequest<'a> {
 
     /// A request for a name that is already checked.
     pub fn for_name(name: Cow<'a, str>, mode: Mode) -> Self {
-        let key = key_cache::key_of(&name);
+        let key = memo::key_of(&name);
         LockRequest {
             lock: AdvisoryLock { key, mode },
             name: Some(name),
@@ -68,7 +68,7 @@ impl<'a> LockRequest<'a> {
         let acquired = match self.lock.try_acquire(scope) {
             Some(acquired) => acquired,
             None if matches!(wait, Wait::No) => {
-                stats::busy(self.lock.key, self.name.as_deref());
+                events::busy(self.lock.key, self.name.as_deref());
                 return false;
             }
             None => {
@@ -76,7 +76,7 @@ impl<'a> LockRequest<'a> {
                 // (the guard withdraws it on every way out but a grant, an ERROR included).
                 let waiting = registry::waiting(self.lock, self.name.as_deref());
                 let outcome =
-                    stats::timed_wait(self.lock.key, self.name.as_deref(), || match wait {
+                    events::timed_wait(self.lock.key, self.name.as_deref(), || match wait {
                         Wait::WithoutDeadline => {
                             Outcome::Granted(wait::acquire_without_deadline(self.lock, scope))
                         }

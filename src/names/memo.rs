@@ -4,8 +4,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use crate::fast_hash::FastHasher;
-use crate::key::derive_key;
+use crate::names::fast_hash::FastHasher;
+use crate::names::key::derive_key;
 
 /// Names remembered at most; the memo starts over when full. Services lock the same few
 /// names again and again, so a small memo catches nearly every call.

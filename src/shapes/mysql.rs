@@ -5,12 +5,12 @@
 use pgrx::prelude::*;
 
 use crate::errors;
-use crate::lockmgr::{Mode, Scope};
-use crate::name::LockName;
-use crate::observe::holders_of;
-use crate::registry;
-use crate::request::LockRequest;
-use crate::wait::Wait;
+use crate::lock::manager::{Mode, Scope};
+use crate::lock::wait::Wait;
+use crate::names::name::LockName;
+use crate::session::registry;
+use crate::session::request::LockRequest;
+use crate::shapes::observe::holders_of;
 
 /// MySQL's limit on a user-level lock name, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -92,7 +92,7 @@ fn release_all_locks() -> i32 {
         .filter(|row| row.scope == Scope::Session)
         .map(|row| row.depth)
         .sum();
-    crate::request::refuse_parallel_worker();
+    crate::session::request::refuse_parallel_worker();
     registry::release_all_session_locks();
     levels.min(i32::MAX as i64) as i32
 }

@@ -65,7 +65,7 @@ use crate::compat::{
     RegisterTimeout, ANY_USER_TIMEOUT, STATEMENT_TIMEOUT,
 };
 use crate::errors;
-use crate::lockmgr::{AdvisoryLock, Holds, Scope};
+use crate::lock::manager::{AdvisoryLock, Holds, Scope};
 
 /// What a caller does when the lock is taken by someone else.
 #[derive(Clone, Copy)]

@@ -1,6 +1,7 @@
 //! pglock's shared memory, which exists only when pglock is in shared_preload_libraries: one
-//! pair of hooks sizes and attaches every shared structure (the name map, the lease table, the
-//! range of fencing tokens, the statistics table).
+//! pair of hooks sizes and attaches every shared structure of the services it is given (the
+//! name map, the lease table, the range of fencing tokens, the statistics table: see
+//! shared/mod.rs), knowing none of them by name.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -9,10 +10,24 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::compat;
-use crate::lease;
-use crate::shared_names;
-use crate::stats;
-use crate::tokens;
+
+/// A service with a part of shared memory of its own.
+pub struct Service {
+    /// The bytes it needs.
+    pub size: fn() -> usize,
+    /// Asks for its LWLocks. Safety: only from the shmem request hook.
+    pub request_lwlocks: unsafe fn(),
+    /// Finds or creates its structures. Safety: only from the shmem startup hook, with
+    /// AddinShmemInitLock held.
+    pub attach: unsafe fn(),
+}
+
+/// The services whose shared memory the hooks set up.
+static SERVICES: OnceLock<&'static [Service]> = OnceLock::new();
+
+fn services() -> &'static [Service] {
+    SERVICES.get().copied().unwrap_or(&[])
+}
 
 /// The hooks that were installed before ours, called first from ours.
 static PREVIOUS_HOOKS: OnceLock<(
@@ -28,8 +43,10 @@ pub fn preloaded() -> bool {
     ATTACHED.load(Ordering::Relaxed)
 }
 
-/// Called from _PG_init while shared_preload_libraries is being processed.
-pub fn init_preloaded() {
+/// Called from _PG_init while shared_preload_libraries is being processed: sets up the shared
+/// memory of `services`.
+pub fn init_preloaded(services: &'static [Service]) {
+    let _ = SERVICES.set(services);
     // SAFETY: _PG_init runs once in the postmaster, before any hook can be called.
     unsafe {
         let _ = PREVIOUS_HOOKS.set((pg_sys::shmem_request_hook, pg_sys::shmem_startup_hook));
@@ -46,15 +63,10 @@ unsafe extern "C-unwind" fn request_shared_memory() {
         if let Some(&(Some(previous), _)) = PREVIOUS_HOOKS.get() {
             previous();
         }
-        pg_sys::RequestAddinShmemSpace(
-            shared_names::shmem_size()
-                + lease::shmem_size()
-                + tokens::shmem_size()
-                + stats::shmem_size(),
-        );
-        lease::request_lwlock();
-        stats::request_lwlock();
-        tokens::request_lwlock();
+        pg_sys::RequestAddinShmemSpace(services().iter().map(|service| (service.size)()).sum());
+        for service in services() {
+            (service.request_lwlocks)();
+        }
     }
 }
 
@@ -68,10 +80,9 @@ unsafe extern "C-unwind" fn attach_shared_memory() {
         }
         let lock = &raw mut (*pg_sys::MainLWLockArray.add(compat::ADDIN_SHMEM_INIT_LOCK)).lock;
         pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        shared_names::attach();
-        lease::attach();
-        tokens::attach();
-        stats::attach();
+        for service in services() {
+            (service.attach)();
+        }
         pg_sys::LWLockRelease(lock);
         ATTACHED.store(true, Ordering::Relaxed);
     }

@@ -13,11 +13,11 @@ use pgrx::datum::Interval;
 use pgrx::prelude::*;
 
 use crate::errors;
-use crate::lockmgr::{AdvisoryLock, Mode, Scope};
-use crate::name::LockName;
-use crate::registry;
-use crate::request::{acquire_all, LockRequest};
-use crate::wait::Wait;
+use crate::lock::manager::{AdvisoryLock, Mode, Scope};
+use crate::lock::wait::Wait;
+use crate::names::name::LockName;
+use crate::session::registry;
+use crate::session::request::{acquire_all, LockRequest};
 
 /// Takes an upgradeable hold of `name` (session scope): intent first, then the key.
 #[pg_extern(volatile, parallel_restricted)]

@@ -35,7 +35,7 @@ const TRANCHE: &CStr = c"pglock fencing tokens";
 /// The range in shared memory, set by the shmem startup hook; null when not preloaded.
 static RANGE: AtomicPtr<Range> = AtomicPtr::new(ptr::null_mut());
 
-/// The shared memory the range needs (see shmem.rs).
+/// The shared memory the range needs (see memory.rs).
 pub fn shmem_size() -> usize {
     size_of::<Range>()
 }

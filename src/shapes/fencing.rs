@@ -1,6 +1,6 @@
 //! Fencing tokens: a number with each fenced hold, greater than every token the cluster has
 //! returned before, so that a resource can refuse the writes of a holder that lost its lock
-//! without noticing (see tokens.rs for why the order survives crashes and failover).
+//! without noticing (see shared/tokens.rs for why the order survives crashes and failover).
 
 use std::panic::AssertUnwindSafe;
 
@@ -9,12 +9,12 @@ use pgrx::prelude::*;
 
 use crate::backend;
 use crate::errors;
-use crate::lockmgr::{Mode, Scope};
-use crate::name::LockName;
-use crate::registry;
-use crate::request::{refuse_on_standby, LockRequest};
-use crate::tokens;
-use crate::wait::Wait;
+use crate::lock::manager::{Mode, Scope};
+use crate::lock::wait::Wait;
+use crate::names::name::LockName;
+use crate::session::registry;
+use crate::session::request::{refuse_on_standby, LockRequest};
+use crate::shared::tokens;
 
 /// Takes the exclusive lock like lock() and returns the hold's token; NULL when not granted.
 /// A hold this session already has keeps the token it has (stacking joins the hold).

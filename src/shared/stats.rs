@@ -16,140 +16,60 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::hash::BuildHasherDefault;
 use std::mem::{size_of, MaybeUninit};
-use std::panic::AssertUnwindSafe;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use pgrx::PgSqlErrorCode;
 
 use crate::backend;
 use crate::errors;
-use crate::fast_hash::FastHasher;
-use crate::name::{LockName, ServerText, MAX_NAME_BYTES};
+use crate::names::fast_hash::FastHasher;
+use crate::names::name::{LockName, ServerText, MAX_NAME_BYTES};
+use crate::session::counts::{Counters, NEVER};
+use crate::session::events::Listener;
 use crate::settings;
-use crate::shmem;
-use crate::wait::Outcome;
+use crate::shared::memory;
 
-/// What is counted for one lock. Times are in microseconds; the view shows milliseconds.
-#[repr(C)]
-#[derive(Clone, Copy, Default, PartialEq, Debug)]
-pub struct Counters {
-    /// Locks granted (a stacked re-acquisition counts again).
-    pub acquisitions: i64,
-    /// Acquisitions granted after a wait.
-    pub waited: i64,
-    /// Tries without a wait that found the lock taken.
-    pub busy: i64,
-    /// Waits that ran out of their timeout.
-    pub timeouts: i64,
-    /// Waits ended by a deadlock (40P01).
-    pub deadlocks: i64,
-    /// Waits ended by any other ERROR: a cancel, statement_timeout, lock_timeout.
-    pub cancels: i64,
-    pub wait_us: i64,
-    pub max_wait_us: i64,
-    /// Session-scope holds that ended (from the first acquisition to the last release).
-    pub session_holds: i64,
-    pub session_hold_us: i64,
-    pub max_session_hold_us: i64,
-    /// Transaction-scope holds that ended.
-    pub xact_holds: i64,
-    pub xact_hold_us: i64,
-    pub max_xact_hold_us: i64,
-    /// The first and last acquisition times; NEVER before the first. (Plain integers rather
-    /// than options, so that adding counts is straight-line arithmetic on the fast path.)
-    pub first_acquired: pg_sys::TimestampTz,
-    pub last_acquired: pg_sys::TimestampTz,
+/// How much use `counts` are, for eviction: every counted event is one.
+fn uses(counts: &Counters) -> f64 {
+    (counts.acquisitions
+        + counts.busy
+        + counts.timeouts
+        + counts.deadlocks
+        + counts.cancels
+        + counts.session_holds
+        + counts.xact_holds) as f64
 }
 
-/// No acquisition yet (2000-01-01 00:00 UTC, PostgreSQL's epoch: never a time pglock reads).
-const NEVER: pg_sys::TimestampTz = 0;
+/// Statistics as a listener of the session's events: they count what it hands on and add it
+/// to the shared table at every transaction end and at exit.
+pub struct Statistics;
 
-impl Counters {
-    /// Adds `other` (counted later) to these.
-    pub fn add(&mut self, other: &Counters) {
-        self.acquisitions += other.acquisitions;
-        self.waited += other.waited;
-        self.busy += other.busy;
-        self.timeouts += other.timeouts;
-        self.deadlocks += other.deadlocks;
-        self.cancels += other.cancels;
-        self.wait_us += other.wait_us;
-        self.max_wait_us = self.max_wait_us.max(other.max_wait_us);
-        self.session_holds += other.session_holds;
-        self.session_hold_us += other.session_hold_us;
-        self.max_session_hold_us = self.max_session_hold_us.max(other.max_session_hold_us);
-        self.xact_holds += other.xact_holds;
-        self.xact_hold_us += other.xact_hold_us;
-        self.max_xact_hold_us = self.max_xact_hold_us.max(other.max_xact_hold_us);
-        // NEVER is 0, so the earlier of two times is the smaller one unless either is NEVER.
-        self.first_acquired = match (self.first_acquired, other.first_acquired) {
-            (NEVER, b) => b,
-            (a, NEVER) => a,
-            (a, b) => a.min(b),
-        };
-        self.last_acquired = self.last_acquired.max(other.last_acquired);
+pub static LISTENER: Statistics = Statistics;
+
+impl Listener for Statistics {
+    fn counting(&self) -> bool {
+        tracking()
     }
 
-    pub fn is_empty(&self) -> bool {
-        *self == Counters::default()
+    fn counted(&self, key: i64, name: &mut dyn FnMut() -> Option<Box<str>>, counts: &Counters) {
+        add_named(key, name, counts);
     }
 
-    /// Counts an acquisition at `at`.
-    pub fn acquired(&mut self, at: pg_sys::TimestampTz) {
-        self.acquisitions += 1;
-        if self.first_acquired == NEVER {
-            self.first_acquired = at;
-        }
-        self.last_acquired = at;
+    fn transaction_ended(&self) {
+        flush();
     }
 
-    /// Counts a hold that ended after `us` microseconds, in session scope or not.
-    pub fn hold_ended(&mut self, session: bool, us: i64) {
-        let us = us.max(0);
-        let (holds, total, max) = if session {
-            (
-                &mut self.session_holds,
-                &mut self.session_hold_us,
-                &mut self.max_session_hold_us,
-            )
-        } else {
-            (
-                &mut self.xact_holds,
-                &mut self.xact_hold_us,
-                &mut self.max_xact_hold_us,
-            )
-        };
-        *holds += 1;
-        *total += us;
-        *max = (*max).max(us);
-    }
-
-    fn waited_for(&mut self, us: i64) {
-        let us = us.max(0);
-        self.wait_us += us;
-        self.max_wait_us = self.max_wait_us.max(us);
-    }
-
-    /// How much use these counts are, for eviction: every counted event is one.
-    fn uses(&self) -> f64 {
-        (self.acquisitions
-            + self.busy
-            + self.timeouts
-            + self.deadlocks
-            + self.cancels
-            + self.session_holds
-            + self.xact_holds) as f64
+    fn session_exiting(&self) {
+        flush();
     }
 }
 
 /// Whether this backend counts: pglock is preloaded and pglock.track is on.
 pub fn tracking() -> bool {
-    settings::track() && shmem::preloaded()
+    settings::track() && memory::preloaded()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,13 +90,9 @@ thread_local! {
     static FLUSH_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Adds `counters` for `key` (by `name`, if any) to this backend's pending counts.
-pub fn add(key: i64, name: Option<&str>, counters: &Counters) {
-    add_named(key, || name.map(Box::from), counters);
-}
-
-/// [`add`], with the name given by `name()`, called only when the pending counts of `key` have
-/// no name yet (a caller that drops its copy of the name can hand it over).
+/// Adds `counters` for `key` to this backend's pending counts, with the name given by `name()`,
+/// called only when the pending counts of `key` have no name yet (a caller that drops its copy
+/// of the name can hand it over).
 pub fn add_named(key: i64, name: impl FnOnce() -> Option<Box<str>>, counters: &Counters) {
     let full = PENDING.with_borrow_mut(|pending| {
         let entry = pending.entry(key).or_insert_with(|| Pending {
@@ -195,57 +111,6 @@ pub fn add_named(key: i64, name: impl FnOnce() -> Option<Box<str>>, counters: &C
     if full {
         flush();
     }
-}
-
-/// Counts a try without a wait that found `key` taken.
-pub fn busy(key: i64, name: Option<&str>) {
-    if tracking() {
-        add(
-            key,
-            name,
-            &Counters {
-                busy: 1,
-                ..Counters::default()
-            },
-        );
-    }
-}
-
-/// Runs the wait `wait` for `key` and counts how it ended and how long it took: granted,
-/// timed out, or ended by an ERROR (which goes on unchanged).
-pub fn timed_wait(key: i64, name: Option<&str>, wait: impl FnOnce() -> Outcome) -> Outcome {
-    if !tracking() {
-        return wait();
-    }
-    let started = backend::now();
-    let outcome = PgTryBuilder::new(AssertUnwindSafe(wait))
-        .catch_others(|error| {
-            let deadlock = match &error {
-                CaughtError::PostgresError(report)
-                | CaughtError::ErrorReport(report)
-                | CaughtError::RustPanic {
-                    ereport: report, ..
-                } => report.sql_error_code() == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED,
-            };
-            let mut counters = Counters::default();
-            if deadlock {
-                counters.deadlocks = 1;
-            } else {
-                counters.cancels = 1;
-            }
-            counters.waited_for(backend::now() - started);
-            add(key, name, &counters);
-            error.rethrow()
-        })
-        .execute();
-    let mut counters = Counters::default();
-    match outcome {
-        Outcome::Granted(_) => counters.waited = 1,
-        Outcome::TimedOut => counters.timeouts = 1,
-    }
-    counters.waited_for(backend::now() - started);
-    add(key, name, &counters);
-    outcome
 }
 
 /// Adds this backend's pending counts to the shared table.
@@ -324,7 +189,7 @@ impl SharedEntry {
     /// Adds pending counts of this backend's (whose session connected as `role`).
     fn add(&mut self, pending: &Pending, role: u32) {
         self.counters.add(&pending.counters);
-        self.usage += pending.counters.uses();
+        self.usage += uses(&pending.counters);
         if !self.has_name {
             if let Some(name) = pending.name.as_deref() {
                 self.set_name(name, role);
@@ -370,7 +235,7 @@ const EVICT_PERCENT: f64 = 5.0;
 /// Each eviction multiplies the remaining entries' use by this, so that old use fades.
 const USAGE_DECAY: f64 = 0.99;
 
-/// The shared memory the table needs (see shmem.rs).
+/// The shared memory the table needs (see memory.rs).
 pub fn shmem_size() -> usize {
     // SAFETY: a pure size computation.
     let hash =
@@ -536,7 +401,7 @@ impl Table {
         candidates.extend(
             new.iter()
                 .enumerate()
-                .map(|(index, (_, pending))| (pending.counters.uses(), Err(index))),
+                .map(|(index, (_, pending))| (uses(&pending.counters), Err(index))),
         );
         if evict < candidates.len() {
             candidates.select_nth_unstable_by(evict, |a, b| a.0.total_cmp(&b.0));
@@ -715,7 +580,7 @@ fn lock_stats() -> TableIterator<
 #[pg_extern(volatile, parallel_restricted, name = "stats_reset")]
 fn stats_reset_name(name: default!(Option<LockName>, "NULL")) {
     // Bad arguments are refused before anything else.
-    let key = name.map(|name| crate::key_cache::key_of(&LockName::checked(Some(name))));
+    let key = name.map(|name| crate::names::memo::key_of(&LockName::checked(Some(name))));
     let table = table_or_raise();
     match key {
         Some(key) => reset_key(&table, key),

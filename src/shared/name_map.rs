@@ -23,9 +23,9 @@ use pgrx::prelude::*;
 
 use crate::backend;
 use crate::compat;
-use crate::key::derive_key;
-use crate::lockmgr::key_held_in_any_mode;
-use crate::name::MAX_NAME_BYTES;
+use crate::lock::manager::key_held_in_any_mode;
+use crate::names::key::derive_key;
+use crate::names::name::MAX_NAME_BYTES;
 
 const NAME_WORDS: usize = MAX_NAME_BYTES / 8;
 
@@ -92,7 +92,7 @@ pub fn shmem_size() -> usize {
     }
 }
 
-/// Finds or creates the map in shared memory (see shmem.rs).
+/// Finds or creates the map in shared memory (see memory.rs).
 ///
 /// # Safety
 /// Only from the shmem startup hook, with AddinShmemInitLock held.
@@ -201,6 +201,39 @@ pub fn publish(key: i64, name: &str) {
         write_entry(&slot.entries[index], key, name.as_bytes());
         local.by_key.insert(key, index);
     });
+}
+
+/// The name map as a listener of the session's events: names are published while held or
+/// awaited by name.
+pub struct NameMap;
+
+pub static LISTENER: NameMap = NameMap;
+
+impl crate::session::events::Listener for NameMap {
+    fn name_shown(&self, key: i64, name: &str) {
+        publish(key, name);
+    }
+
+    fn name_withdrawn(&self, key: i64) {
+        withdraw(key);
+    }
+
+    fn maybe_released(&self, key: i64) {
+        withdraw_if_unheld(key);
+    }
+}
+
+/// The names of advisory locks the current user may see: (pid, key, name). This session's
+/// own named holds always; other sessions' (when pglock is preloaded) by the rule of
+/// pg_stat_activity's query text.
+pub fn visible_names() -> Vec<(i32, i64, String)> {
+    let me = backend::pid();
+    let mut rows: Vec<(i32, i64, String)> = crate::session::registry::own_names()
+        .into_iter()
+        .map(|(key, name)| (me, key, name))
+        .collect();
+    rows.extend(others());
+    rows
 }
 
 /// Withdraws this backend's name for `key`, held or not (a hold of it began by key).

@@ -8,10 +8,10 @@ use pgrx::datum::Interval;
 use pgrx::prelude::*;
 
 use crate::errors;
-use crate::lockmgr::{Mode, Scope};
-use crate::name::LockNames;
-use crate::request::{acquire_all, LockRequest, MAX_LOCKS_PER_CALL};
-use crate::wait::Wait;
+use crate::lock::manager::{Mode, Scope};
+use crate::lock::wait::Wait;
+use crate::names::name::LockNames;
+use crate::session::request::{acquire_all, LockRequest, MAX_LOCKS_PER_CALL};
 
 /// One request per distinct key, in ascending key order. Every element is checked before
 /// anything is taken, so bad input changes nothing.

@@ -15,7 +15,7 @@ use crate::compat::{acquire_extended, held_by_me};
 use crate::errors;
 
 /// How a lock is held. Exclusive and shared are the built-in advisory lock functions' modes;
-/// the others make up upgradeable holds (upgradeable.rs) and semaphores (semaphore.rs).
+/// the others make up upgradeable holds (shapes/upgradeable.rs) and semaphores (shapes/semaphore.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Mode {
     /// ExclusiveLock on the key, as pg_advisory_lock takes.

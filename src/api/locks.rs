@@ -1,21 +1,22 @@
-//! The SQL surface: every pglock.* function, each a thin shell over lockmgr, wait and registry.
+//! The SQL surface: every pglock.* function of single locks, each a thin shell over the session
+//! layer (request, registry) and the lock manager calls.
 
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
 use crate::backend;
 use crate::errors;
-use crate::key_cache;
-use crate::lockmgr::{Mode, Scope};
-use crate::name::{LockName, ServerText};
-use crate::registry;
-use crate::request::{refuse_parallel_worker, LockRequest};
-use crate::wait::Wait;
+use crate::lock::manager::{Mode, Scope};
+use crate::lock::wait::Wait;
+use crate::names::memo;
+use crate::names::name::{LockName, ServerText};
+use crate::session::registry;
+use crate::session::request::{refuse_parallel_worker, LockRequest};
 
 /// The advisory-lock key of a name: the same bigint sqlx's `PgAdvisoryLock::new(name)` uses.
 #[pg_extern(immutable, parallel_safe)]
 fn key(name: Option<LockName>) -> i64 {
-    key_cache::key_of(&LockName::checked(name))
+    memo::key_of(&LockName::checked(name))
 }
 
 // Session scope, exclusive.
@@ -185,7 +186,7 @@ fn held() -> TableIterator<
 #[pg_extern(volatile, parallel_restricted)]
 fn lock_names(
 ) -> TableIterator<'static, (name!(pid, i32), name!(key, i64), name!(name, ServerText))> {
-    let rows = registry::visible_names()
+    let rows = crate::shared::name_map::visible_names()
         .into_iter()
         .map(|(pid, key, name)| (pid, key, ServerText(name)));
     TableIterator::new(rows)
@@ -243,5 +244,5 @@ COMMENT ON VIEW locks IS 'Every bigint-keyspace advisory lock in this database, 
 GRANT SELECT ON locks TO PUBLIC;
 "#,
     name = "locks_view",
-    requires = [lock_names, lease::leases],
+    requires = [lock_names, leases::leases],
 );

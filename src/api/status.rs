@@ -8,11 +8,11 @@ use pgrx::JsonB;
 use serde::Serialize;
 
 use crate::backend;
-use crate::lease;
 use crate::settings::{self, LeaseAction};
-use crate::shared_names;
-use crate::shmem;
-use crate::stats;
+use crate::shared::leases;
+use crate::shared::memory;
+use crate::shared::name_map;
+use crate::shared::stats;
 
 #[derive(Serialize)]
 struct Status {
@@ -110,7 +110,7 @@ fn query_one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
 /// pglock's health at a glance; every field is documented in the README.
 #[pg_extern(volatile, parallel_restricted)]
 fn status() -> JsonB {
-    let preloaded = shmem::preloaded();
+    let preloaded = memory::preloaded();
     let (max_locks_per_transaction, backends) = backend::lock_table_dimensions();
     let (advisory_locks, all_locks) = Spi::get_two::<i64, i64>(
         "SELECT count(*) FILTER (WHERE locktype OPERATOR(pg_catalog.=) 'advisory'), count(*)
@@ -148,14 +148,14 @@ fn status() -> JsonB {
             max_locks_per_transaction,
             backends,
         },
-        name_map: shared_names::occupancy().map(
+        name_map: name_map::occupancy().map(
             |(backend_slots, names_per_backend, names_published)| NameMap {
                 backend_slots,
                 names_per_backend,
                 names_published,
             },
         ),
-        leases: lease::occupancy().map(|(active, capacity, worker_running)| Leases {
+        leases: leases::occupancy().map(|(active, capacity, worker_running)| Leases {
             active,
             capacity,
             worker_running,
@@ -167,7 +167,7 @@ fn status() -> JsonB {
             reset_at: timestamp_text(reset_at),
         }),
         fencing: Fencing {
-            // The range exists exactly when pglock is preloaded (see tokens.rs).
+            // The range exists exactly when pglock is preloaded (see shared/tokens.rs).
             token_source: if preloaded {
                 "ranges"
             } else {

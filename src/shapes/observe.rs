@@ -5,11 +5,11 @@ use pgrx::datum::Interval;
 use pgrx::prelude::*;
 
 use crate::backend;
-use crate::lockmgr::{AdvisoryLock, Mode, Scope};
-use crate::name::LockName;
-use crate::registry;
-use crate::request::LockRequest;
-use crate::wait::Wait;
+use crate::lock::manager::{AdvisoryLock, Mode, Scope};
+use crate::lock::wait::Wait;
+use crate::names::name::LockName;
+use crate::session::registry;
+use crate::session::request::LockRequest;
 
 /// Waits in the lock manager's queue until `mode` can be granted, then gives it back at once.
 fn wait_until_grantable(name: Option<LockName>, timeout: Option<Interval>, mode: Mode) -> bool {

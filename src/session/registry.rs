@@ -12,11 +12,10 @@ use std::hash::BuildHasherDefault;
 use pgrx::pg_sys;
 
 use crate::backend;
-use crate::fast_hash::FastHasher;
-use crate::lease;
-use crate::lockmgr::{self, Acquired, AdvisoryLock, Holds, LocalEntry, Mode, Scope};
-use crate::shared_names;
-use crate::stats::{self, Counters};
+use crate::lock::manager::{self, Acquired, AdvisoryLock, Holds, LocalEntry, Mode, Scope};
+use crate::names::fast_hash::FastHasher;
+use crate::session::counts::Counters;
+use crate::session::events;
 
 #[derive(Default)]
 struct Entry {
@@ -84,7 +83,8 @@ impl Entry {
     /// Hands what this entry counted on to the backend's pending statistics.
     fn hand_on_tally(&mut self, key: i64) {
         if !self.tally.is_empty() {
-            stats::add(key, self.name.as_deref(), &self.tally);
+            let name = self.name.as_deref();
+            events::counted(key, &mut || name.map(Box::from), &self.tally);
             self.tally = Counters::default();
         }
     }
@@ -93,7 +93,8 @@ impl Entry {
     /// copied.
     fn hand_on_last_tally(&mut self, key: i64) {
         if !self.tally.is_empty() {
-            stats::add_named(key, || self.name.take(), &self.tally);
+            let mut name = self.name.take();
+            events::counted(key, &mut || name.take(), &self.tally);
         }
     }
 }
@@ -103,7 +104,7 @@ type Timestamp = pg_sys::TimestampTz;
 /// The time holds end at, for pglock.stats: None when statistics are off, else the clock, read
 /// once however many holds end.
 fn hold_clock() -> impl FnMut() -> Option<Timestamp> {
-    let tracking = stats::tracking();
+    let tracking = events::counting();
     let mut now = None;
     move || tracking.then(|| *now.get_or_insert_with(backend::now))
 }
@@ -179,18 +180,18 @@ pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, acquired: 
         if began.is_some() {
             *since = began;
         }
-        if stats::tracking() {
+        if events::counting() {
             entry.tally.acquired(began.unwrap_or_else(backend::now));
         }
         let named = entry.name.is_some();
         (named || (new_hold && !registry.named_in_other_mode(lock))).then_some(named)
     });
     if new_hold {
-        lease::hold_began(lock);
+        events::hold_began(lock);
     }
     match (shown, name) {
-        (Some(true), Some(name)) => shared_names::publish(lock.key, name),
-        (Some(false), _) => shared_names::withdraw(lock.key),
+        (Some(true), Some(name)) => events::name_shown(lock.key, name),
+        (Some(false), _) => events::name_withdrawn(lock.key),
         _ => {}
     }
 }
@@ -228,8 +229,7 @@ pub fn release_session_hold(lock: AdvisoryLock) -> Option<Holds> {
         Some(holds)
     })?;
     if holds == Holds::default() {
-        shared_names::withdraw_if_unheld(lock.key);
-        lease::released(lock.key);
+        events::maybe_released(lock.key);
     }
     Some(holds)
 }
@@ -242,8 +242,7 @@ pub fn release_hold(lock: AdvisoryLock, scope: Scope) {
         }
         Scope::Transaction => {
             if lock.release(Scope::Transaction) == Some(Holds::default()) {
-                shared_names::withdraw_if_unheld(lock.key);
-                lease::released(lock.key);
+                events::maybe_released(lock.key);
             }
         }
     }
@@ -260,10 +259,9 @@ pub fn release_all_session_locks() -> i32 {
                 entry.session_since.is_some() && lock.holds_via(entry.local).session > 0
             })
             .count();
-        lockmgr::release_all_session_locks();
+        manager::release_all_session_locks();
         for lock in registry.entries.keys() {
-            shared_names::withdraw_if_unheld(lock.key);
-            lease::released(lock.key);
+            events::maybe_released(lock.key);
         }
         registry.sweep();
         released as i32
@@ -388,8 +386,7 @@ fn transaction_ended() {
             registry.transaction_ended();
         }
     });
-    lease::forget_released();
-    stats::flush();
+    events::transaction_ended();
 }
 
 /// As the session exits, before PostgreSQL releases its locks: every hold ends now, and what
@@ -400,7 +397,7 @@ fn count_holds_at_exit() {
             registry.session_exiting();
         }
     });
-    stats::flush();
+    events::session_exiting();
 }
 
 /// The fencing token of this session's current hold of `lock`, if it holds it and a fenced
@@ -430,7 +427,7 @@ pub fn set_token(lock: AdvisoryLock, token: i64) {
 #[must_use = "dropping the guard ends the wait's publication"]
 pub fn waiting(lock: AdvisoryLock, name: Option<&str>) -> Waiting {
     if let Some(name) = name {
-        shared_names::publish(lock.key, name);
+        events::name_shown(lock.key, name);
     }
     Waiting {
         key: name.map(|_| lock.key),
@@ -453,28 +450,15 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            // Reads the backend-local lock table and writes this backend's own slot of the
-            // name map: nothing here can raise, so it is safe while an ERROR unwinds.
-            shared_names::withdraw_if_unheld(key);
+            // Listeners may not raise (see events::Listener), so this is safe while an ERROR
+            // unwinds.
+            events::maybe_released(key);
         }
     }
 }
 
-/// The names of advisory locks the current user may see: (pid, key, name). This session's
-/// own named holds always; other sessions' (when pglock is preloaded) by the rule of
-/// pg_stat_activity's query text.
-pub fn visible_names() -> Vec<(i32, i64, String)> {
-    let me = backend::pid();
-    let mut rows: Vec<(i32, i64, String)> = own_names()
-        .into_iter()
-        .map(|(key, name)| (me, key, name))
-        .collect();
-    rows.extend(shared_names::others());
-    rows
-}
-
 /// The names of the locks this session holds by name: (key, name), one per key.
-fn own_names() -> Vec<(i64, String)> {
+pub fn own_names() -> Vec<(i64, String)> {
     REGISTRY.with_borrow(|registry| {
         let mut names: Vec<(i64, String)> = registry
             .entries
@@ -491,7 +475,7 @@ fn own_names() -> Vec<(i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::Entry;
-    use crate::lockmgr::Holds;
+    use crate::lock::manager::Holds;
 
     #[test]
     fn an_ended_scope_forgets_its_start_and_an_unheld_entry_is_dropped() {

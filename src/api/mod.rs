@@ -1,0 +1,5 @@
+//! The SQL surface of the core: the lock functions every client calls, held(), the
+//! pglock.locks view, and status(). Thin shells over the session layer.
+
+pub mod locks;
+pub mod status;
