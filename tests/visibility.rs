@@ -149,7 +149,9 @@ fn a_wait_that_ends_in_an_error_withdraws_its_name() {
                 // The waiter checks for a deadlock after 1 s, the holder only after 60 s: the
                 // waiter is the victim, and the holder is granted once the victim lets go.
                 Ending::Deadlock => Err(std::thread::spawn(move || {
-                    holder.batch_execute("SET deadlock_timeout = '60s'").unwrap();
+                    holder
+                        .batch_execute("SET deadlock_timeout = '60s'")
+                        .unwrap();
                     holder
                         .query_one(
                             "SELECT pglock.lock('wait-ends-in-error:other', '30 s')",
