@@ -349,6 +349,67 @@ QUEUE = {
 }
 
 
+# Where a pair's time goes: the same lock + unlock at several depths (src/api/probes.rs, built
+# with the bench_probes feature). {k} is the key expression.
+SPLIT = [
+    ("the built-in", "pg_try_advisory_lock({k}) AND pg_advisory_unlock({k})"),
+    ("bare lock-manager calls, plain V1 functions",
+     "probe_try_lock_bare_v1({k}) AND probe_unlock_bare_v1({k})"),
+    ("the same, behind #[pg_extern]",
+     "pglock.probe_try_lock_bare({k}) AND pglock.probe_unlock_bare({k})"),
+    ("pglock's whole path, plain V1 functions", "probe_try_lock_v1({k}) AND probe_unlock_v1({k})"),
+    ("pglock.try_lock + pglock.unlock (#[pg_extern])", "pglock.try_lock({k}) AND pglock.unlock({k})"),
+]
+SPLIT_KEYS = {"unique keys": "g::bigint", "100 keys, repeated": "(g % 100)::bigint"}
+PROBE_FUNCTIONS = "".join(
+    f"CREATE FUNCTION {name}(bigint) RETURNS bool LANGUAGE c STRICT VOLATILE "
+    f"AS 'pglock', 'pglock_{name}';"
+    for name in ["probe_try_lock_bare_v1", "probe_unlock_bare_v1", "probe_try_lock_v1",
+                 "probe_unlock_v1"])
+
+
+def split_ns(pg, rounds, pairs):
+    """{(keys, label): [ns per pair, one per round]} for SPLIT × SPLIT_KEYS, interleaved."""
+    pg.sql(PROBE_FUNCTIONS)
+    variants = [(keys, label) for keys in SPLIT_KEYS for label, _ in SPLIT]
+    conditions = {(keys, label): condition.format(k=SPLIT_KEYS[keys])
+                  for keys in SPLIT_KEYS for label, condition in SPLIT}
+
+    def measure(v):
+        return float(pg.sql(f"SELECT bench_ns_per_pair($q${conditions[v]}$q$, {pairs})")
+                     .strip().splitlines()[-1])
+
+    interleaved(variants, 1, measure)  # warm-up round, not counted
+    return interleaved(variants, rounds, measure)
+
+
+def report_split(title, runs, rounds, out):
+    out.append(f"#### {title}\n")
+    out.append(f"ns per pair, median (min–max) of {rounds} interleaved rounds; × is the built-in's "
+               "median over the line's.\n")
+    head = " | ".join(f"{keys}: ns | ×" for keys in SPLIT_KEYS)
+    out.append(f"| the pair | {head} |")
+    out.append("|---|" + "---|---|" * len(SPLIT_KEYS))
+    for label, _ in SPLIT:
+        cells = []
+        for keys in SPLIT_KEYS:
+            values = runs[(keys, label)]
+            cells.append(f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+                         f" | {ratio(runs[(keys, SPLIT[0][0])], values):.2f}")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out.append("")
+    for keys in SPLIT_KEYS:
+        median = {label: statistics.median(runs[(keys, label)]) for label, _ in SPLIT}
+        builtin = runs[(keys, SPLIT[0][0])]
+        spread = (max(builtin) - min(builtin)) / statistics.median(builtin)
+        out.append(f"- {keys}: the built-in's own spread {spread:.0%} of its median; the "
+                   f"#[pg_extern] wrapper adds {median[SPLIT[2][0]] - median[SPLIT[1][0]]:+,.0f} ns "
+                   f"per pair; pglock's bookkeeping {median[SPLIT[3][0]] - median[SPLIT[1][0]]:+,.0f} "
+                   f"ns (whole path − bare calls, both plain V1); the bare calls "
+                   f"{median[SPLIT[1][0]] - median[SPLIT[0][0]]:+,.0f} ns over the built-in.")
+    out.append("")
+
+
 # The fast-path variants whose cost pglock.track (statistics per lock) must keep within 3%.
 TRACKED = ["pglock.try_lock(g::bigint)", "pglock.try_lock('job-'||(g%100)) (repeated)",
            "pglock.try_lock('job-'||g) (unique)", "pglock.lock('job-'||(g%100), '1 s'), free"]
@@ -373,9 +434,12 @@ def in_server_ns(pg, rounds, pairs, track_off=False):
 
 def bench_in_server(pg_config, workdir, pg, bench, rounds, pairs, out):
     plain = in_server_ns(pg, rounds, pairs)
+    split_rounds = max(rounds, 7)
+    split_plain = split_ns(pg, split_rounds, pairs)
     preloaded_pg = Postgres(pg_config, os.path.join(workdir, "in-server"), preload=True)
     try:
         preloaded = in_server_ns(preloaded_pg, rounds, pairs, track_off=True)
+        split_preloaded = split_ns(preloaded_pg, split_rounds, pairs)
     finally:
         preloaded_pg.stop()
     builtin = "pg_try_advisory_lock(g) / pg_advisory_unlock(g)"
@@ -408,6 +472,14 @@ def bench_in_server(pg_config, workdir, pg, bench, rounds, pairs, out):
         out.append(f"| {v} | {cell(preloaded[v])} | {cell(preloaded[v + TRACK_OFF])} | "
                    f"{added:+.1%} |")
     out.append("")
+
+    out.append("### Where a pair's time goes\n")
+    out.append("The same bigint lock + unlock at several depths (`src/api/probes.rs`, built with the "
+               "`bench_probes` feature): the lock manager's two calls alone, behind plain V1 "
+               "functions and behind `#[pg_extern]`; and pglock's whole path behind plain V1 "
+               "functions and behind its real `#[pg_extern]` entry points.\n")
+    report_split("Not preloaded", split_plain, split_rounds, out)
+    report_split("Preloaded, pglock.track = on", split_preloaded, split_rounds, out)
 
     def speed(v, runs=plain):
         return ratio(runs[builtin], runs[v])

@@ -21,8 +21,8 @@ if ! "$venv/bin/python" -c 'import psycopg, MySQLdb, redis, matplotlib' 2>/dev/n
 fi
 
 pg_config=$(pg_config_for 15)
-log "building and installing pglock (release) into PostgreSQL 15"
-scripts/install.sh --pg-config "$pg_config"
+log "building and installing pglock (release, with the benchmark's probes) into PostgreSQL 15"
+scripts/install.sh --pg-config "$pg_config" --features bench_probes
 
 output=bench/results.md
 for arg in "$@"; do

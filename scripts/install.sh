@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/install.sh --pg-config /path/to/pg_config [--debug]
+# Usage: scripts/install.sh --pg-config /path/to/pg_config [--debug] [--features LIST]
 #
 # Builds pglock (release unless --debug) and installs it into the PostgreSQL that pg_config
 # describes: pglock.so into `pg_config --pkglibdir`; pglock.control, the install script of the
@@ -10,18 +10,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pg_config= profile=--release
+pg_config= profile=--release features=()
+usage="usage: $0 --pg-config PATH [--debug] [--features LIST]"
 while (($#)); do
   case $1 in
     --pg-config) pg_config=$2; shift 2 ;;
     --debug) profile=; shift ;;
-    *) echo "usage: $0 --pg-config PATH [--debug]" >&2; exit 2 ;;
+    --features) features=(--features "$2"); shift 2 ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
 done
-[ -x "$pg_config" ] || { echo "usage: $0 --pg-config PATH [--debug]" >&2; exit 2; }
+[ -x "$pg_config" ] || { echo "$usage" >&2; exit 2; }
 
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo pgrx install $profile --pg-config "$pg_config" >/dev/null
+cargo pgrx install $profile "${features[@]}" --pg-config "$pg_config" >/dev/null
 extension_dir=$("$pg_config" --sharedir)/extension
 for script in sql/pglock--*.sql; do
   case $(basename "$script") in

@@ -2,4 +2,6 @@
 //! pglock.locks view, and status(). Thin shells over the session layer.
 
 pub mod locks;
+#[cfg(feature = "bench_probes")]
+pub mod probes;
 pub mod status;
