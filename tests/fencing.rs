@@ -203,15 +203,11 @@ fn a_hold_taken_again_after_it_ended_outside_pglock_gets_a_new_token() {
                     .get(0);
                 assert!(new_passes);
                 // The new hold's start is its own, not the ended hold's.
-                let rows: Vec<bool> = a
-                    .query(
-                        "SELECT since > $2::text::timestamptz FROM pglock.held() WHERE name = $1",
-                        &[&name, &since],
-                    )
-                    .unwrap()
-                    .iter()
-                    .map(|row| row.get(0))
-                    .collect();
+                let rows: Vec<bool> = common::column(
+                    &mut a,
+                    "SELECT since > $2::text::timestamptz FROM pglock.held() WHERE name = $1",
+                    &[&name, &since],
+                );
                 assert_eq!(rows, [true], "held() shows one row, begun by the new hold");
                 a.batch_execute("COMMIT; SELECT pglock.unlock_all()")
                     .unwrap();

@@ -569,15 +569,11 @@ fn a_name_the_readers_encoding_cannot_show_is_null_and_breaks_nothing() {
     }
     assert!(checked > 0, "no Prometheus query reads pglock.stats");
     // The holder's names in this UTF-8 database are shown as they are.
-    let names: Vec<Option<String>> = admin
-        .query(
-            "SELECT name FROM pglock.locks WHERE pid = $1 ORDER BY key = $2",
-            &[&holder_pid, &euro_key],
-        )
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let names: Vec<Option<String>> = common::column(
+        &mut admin,
+        "SELECT name FROM pglock.locks WHERE pid = $1 ORDER BY key = $2",
+        &[&holder_pid, &euro_key],
+    );
     assert_eq!(names, [Some(cafe.to_owned()), Some(euro.to_owned())]);
     drop(latin1);
     holder.batch_execute("SELECT pglock.unlock_all()").unwrap();

@@ -197,15 +197,11 @@ fn a_wait_that_ends_in_an_error_withdraws_its_name() {
             waiter
                 .query_one("SELECT pg_advisory_lock($1)", &[&key])
                 .unwrap();
-            let names: Vec<Option<String>> = observer
-                .query(
-                    "SELECT name FROM pglock.locks WHERE pid = $1 AND key = $2",
-                    &[&waiter_pid, &key],
-                )
-                .unwrap()
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+            let names: Vec<Option<String>> = common::column(
+                &mut observer,
+                "SELECT name FROM pglock.locks WHERE pid = $1 AND key = $2",
+                &[&waiter_pid, &key],
+            );
             assert_eq!(
                 names,
                 [None],
@@ -259,15 +255,11 @@ fn a_hold_taken_again_by_key_after_a_named_one_ended_outside_pglock_has_no_name(
             holder
                 .batch_execute("SELECT pglock.lock(pglock.key(n)) FROM hold_names WHERE id = 1")
                 .unwrap();
-            let names: Vec<Option<String>> = observer
-                .query(
-                    "SELECT name FROM pglock.locks WHERE pid = $1 AND key = $2",
-                    &[&holder_pid, &key],
-                )
-                .unwrap()
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+            let names: Vec<Option<String>> = common::column(
+                &mut observer,
+                "SELECT name FROM pglock.locks WHERE pid = $1 AND key = $2",
+                &[&holder_pid, &key],
+            );
             assert_eq!(names, [None], "{end} / {sweep}");
             if in_transaction {
                 holder.batch_execute("COMMIT").unwrap();

@@ -400,13 +400,20 @@ impl Drop for ClientCheck {
 static CLIENT_CHECK_TIMEOUT_ID: AtomicI32 = AtomicI32::new(-1);
 
 fn client_check_timeout_id() -> i32 {
-    let id = CLIENT_CHECK_TIMEOUT_ID.load(Ordering::Relaxed);
+    registered_timeout(&CLIENT_CHECK_TIMEOUT_ID, client_check_due)
+}
+
+/// The timeout slot kept in `slot`, registered with `handler` on first use in this backend
+/// (never in the postmaster, whose registrations InitializeTimeouts discards in every backend).
+/// `handler` must only set flags: it runs in signal context.
+fn registered_timeout(slot: &AtomicI32, handler: crate::compat::TimeoutHandler) -> i32 {
+    let id = slot.load(Ordering::Relaxed);
     if id >= 0 {
         return id;
     }
-    // SAFETY: registers a handler that only sets flags; called in a backend, never the postmaster.
-    let id = unsafe { RegisterTimeout(ANY_USER_TIMEOUT, client_check_due) };
-    CLIENT_CHECK_TIMEOUT_ID.store(id, Ordering::Relaxed);
+    // SAFETY: registers a handler that only sets flags (the caller's promise), in a backend.
+    let id = unsafe { RegisterTimeout(ANY_USER_TIMEOUT, handler) };
+    slot.store(id, Ordering::Relaxed);
     id
 }
 
@@ -521,14 +528,7 @@ impl Drop for Deadline {
 }
 
 fn deadline_timeout_id() -> i32 {
-    let id = DEADLINE_TIMEOUT_ID.load(Ordering::Relaxed);
-    if id >= 0 {
-        return id;
-    }
-    // SAFETY: registers a handler that only sets flags; called in a backend, never the postmaster.
-    let id = unsafe { RegisterTimeout(ANY_USER_TIMEOUT, deadline_passed) };
-    DEADLINE_TIMEOUT_ID.store(id, Ordering::Relaxed);
-    id
+    registered_timeout(&DEADLINE_TIMEOUT_ID, deadline_passed)
 }
 
 /// Runs in signal context (from handle_sig_alarm, interrupts held): ask for a query cancel the

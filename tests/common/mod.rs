@@ -130,3 +130,17 @@ pub fn own_advisory_locks(client: &mut impl postgres::GenericClient) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// The first column of every row that `sql` returns.
+pub fn column<T: postgres::types::FromSqlOwned>(
+    client: &mut Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Vec<T> {
+    client
+        .query(sql, params)
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
