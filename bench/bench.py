@@ -432,23 +432,40 @@ def in_server_ns(pg, rounds, pairs, track_off=False):
     return interleaved(variants, rounds, measure)
 
 
+# The CPU the in-server clusters are pinned to (taskset), away from CPU 0 where the client and
+# most of the system run.
+IN_SERVER_CPU = str(min(1, (os.cpu_count() or 1) - 1))
+
+
 def bench_in_server(pg_config, workdir, pg, bench, rounds, pairs, out):
-    plain = in_server_ns(pg, rounds, pairs)
-    split_rounds = max(rounds, 7)
-    split_plain = split_ns(pg, split_rounds, pairs)
-    preloaded_pg = Postgres(pg_config, os.path.join(workdir, "in-server"), preload=True)
+    # Their own clusters, pinned to one CPU, not preloaded and preloaded.
+    plain_pg = Postgres(pg_config, os.path.join(workdir, "in-server"), name="plain",
+                        cpus=IN_SERVER_CPU)
+    try:
+        plain = in_server_ns(plain_pg, rounds, pairs)
+        split_plain = split_ns(plain_pg, rounds, pairs)
+    finally:
+        plain_pg.stop()
+    preloaded_pg = Postgres(pg_config, os.path.join(workdir, "in-server"), preload=True,
+                            cpus=IN_SERVER_CPU)
     try:
         preloaded = in_server_ns(preloaded_pg, rounds, pairs, track_off=True)
-        split_preloaded = split_ns(preloaded_pg, split_rounds, pairs)
+        split_preloaded = split_ns(preloaded_pg, rounds, pairs)
     finally:
         preloaded_pg.stop()
     builtin = "pg_try_advisory_lock(g) / pg_advisory_unlock(g)"
     CHART_DATA["in_server"] = {"builtin": builtin, "plain": plain, "preloaded": preloaded}
     out.append("## 2. In-server: lock + unlock pairs inside one statement\n")
+    def spread(values):
+        return (max(values) - min(values)) / statistics.median(values)
+
     out.append(f"`SELECT count(*) FILTER (WHERE <lock> AND <unlock>) FROM generate_series(1, "
                f"{pairs:,}) g`, timed inside the server; ns per pair, median (min–max) of "
-               f"{rounds} interleaved rounds; × is the built-in's ns over the variant's "
-               "(higher is better, 1.00 = the integer built-in's price).\n")
+               f"{rounds} interleaved rounds, on servers pinned to CPU {IN_SERVER_CPU}; × is the "
+               "built-in's ns over the variant's (higher is better, 1.00 = the integer "
+               "built-in's price). The built-in's own spread (max − min over its median), to "
+               f"read the ratios against: {spread(plain[builtin]):.0%} not preloaded, "
+               f"{spread(preloaded[builtin]):.0%} preloaded.\n")
     out.append("| variant | ns per pair | × built-in | preloaded: ns per pair | × built-in | "
                "preloading adds |")
     out.append("|---|---|---|---|---|---|")
@@ -478,8 +495,8 @@ def bench_in_server(pg_config, workdir, pg, bench, rounds, pairs, out):
                "`bench_probes` feature): the lock manager's two calls alone, behind plain V1 "
                "functions and behind `#[pg_extern]`; and pglock's whole path behind plain V1 "
                "functions and behind its real `#[pg_extern]` entry points.\n")
-    report_split("Not preloaded", split_plain, split_rounds, out)
-    report_split("Preloaded, pglock.track = on", split_preloaded, split_rounds, out)
+    report_split("Not preloaded", split_plain, rounds, out)
+    report_split("Preloaded, pglock.track = on", split_preloaded, rounds, out)
 
     def speed(v, runs=plain):
         return ratio(runs[builtin], runs[v])
@@ -1244,7 +1261,7 @@ def main():
         bench = Pgbench(pg, workdir, seconds)
         bench_uncontended(bench, clients_list, rounds, out)
         bench_preloaded(args.pg_config, workdir, clients_list, rounds, seconds, out)
-        bench_in_server(args.pg_config, workdir, pg, bench, 5, 50_000 if quick else 200_000, out)
+        bench_in_server(args.pg_config, workdir, pg, bench, 7, 50_000 if quick else 200_000, out)
         bench_contended(bench, clients_list, rounds, out)
         bench_held(bench, pg, rounds, out)
         bench_shapes(bench, pg, rounds, quick, out)
