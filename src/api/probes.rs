@@ -10,20 +10,17 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::lock::manager::{Mode, Scope};
+use crate::lock::manager::{AdvisoryLock, Mode, Scope};
 use crate::lock::wait::Wait;
 use crate::session::request::LockRequest;
 
 /// pg_try_advisory_lock(bigint)'s tag.
 fn tag(key: i64) -> pg_sys::LOCKTAG {
-    pg_sys::LOCKTAG {
-        locktag_field1: crate::backend::database_id(),
-        locktag_field2: ((key as u64) >> 32) as u32,
-        locktag_field3: key as u64 as u32,
-        locktag_field4: 1,
-        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
-        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    AdvisoryLock {
+        key,
+        mode: Mode::Exclusive,
     }
+    .tag()
 }
 
 /// What pg_try_advisory_lock(key) does.

@@ -165,7 +165,7 @@ impl Holds {
 impl AdvisoryLock {
     /// The lock tag of SET_LOCKTAG_ADVISORY with the bigint form's field4 = 1, or pglock's own
     /// field4 for the other modes.
-    fn tag(self) -> pg_sys::LOCKTAG {
+    pub fn tag(self) -> pg_sys::LOCKTAG {
         pg_sys::LOCKTAG {
             locktag_field1: crate::backend::database_id(),
             locktag_field2: ((self.key as u64) >> 32) as u32,

@@ -340,57 +340,49 @@ fn client_is_connected() -> bool {
 /// otherwise re-arms PostgreSQL's own timer for the next one. Dropping the guard puts the
 /// setting back; a check still armed then finds it off again and does nothing.
 struct ClientCheck {
-    /// client_connection_check_interval as it was, when pglock stood in for it.
-    saved_interval: Option<i32>,
+    /// Whether pglock stood in for client_connection_check_interval (which was 0).
+    stood_in: bool,
 }
 
 impl ClientCheck {
+    /// Whether this backend serves a client (not a background worker).
+    fn has_client() -> bool {
+        // SAFETY: backend globals, fixed while the backend runs.
+        unsafe { pg_sys::IsUnderPostmaster && !pg_sys::MyProcPort.is_null() }
+    }
+
     /// Whether waits check for the client: the session has one and either interval is on.
     fn enabled() -> bool {
-        // SAFETY: backend globals, fixed while the backend runs (MyProcPort) or read as a C
-        // GUC variable.
-        unsafe {
-            pg_sys::IsUnderPostmaster
-                && !pg_sys::MyProcPort.is_null()
-                && (pg_sys::client_connection_check_interval > 0
-                    || crate::settings::client_check_interval_ms() > 0)
-        }
+        // SAFETY: the C variable behind client_connection_check_interval.
+        let theirs = unsafe { pg_sys::client_connection_check_interval };
+        Self::has_client() && (theirs > 0 || crate::settings::client_check_interval_ms() > 0)
     }
 
     fn arm() -> Self {
         let ours = crate::settings::client_check_interval_ms();
         // SAFETY: as in enabled().
-        let stand_in = unsafe {
-            pg_sys::IsUnderPostmaster
-                && !pg_sys::MyProcPort.is_null()
-                && pg_sys::client_connection_check_interval == 0
-                && ours > 0
-        };
-        if !stand_in {
-            // Off, or PostgreSQL's own check already runs during the wait.
-            return ClientCheck {
-                saved_interval: None,
-            };
+        let theirs = unsafe { pg_sys::client_connection_check_interval };
+        // Off, or PostgreSQL's own check already runs during the wait.
+        let stood_in = Self::has_client() && theirs == 0 && ours > 0;
+        if stood_in {
+            // SAFETY: the C variable behind client_connection_check_interval, put back on drop
+            // (the GUC itself never changes); our slot's timer only sets interrupt flags.
+            unsafe {
+                pg_sys::client_connection_check_interval = ours;
+                enable_timeout_after(client_check_timeout_id(), ours);
+            }
         }
-        // SAFETY: the C variable behind client_connection_check_interval, put back on drop (the
-        // GUC itself never changes); our slot's timer only sets interrupt flags.
-        unsafe {
-            pg_sys::client_connection_check_interval = ours;
-            enable_timeout_after(client_check_timeout_id(), ours);
-        }
-        ClientCheck {
-            saved_interval: Some(0),
-        }
+        ClientCheck { stood_in }
     }
 }
 
 impl Drop for ClientCheck {
     fn drop(&mut self) {
-        if let Some(saved) = self.saved_interval.take() {
-            // SAFETY: our own slot, and the value arm() found.
+        if self.stood_in {
+            // SAFETY: our own slot, and the 0 that arm() found.
             unsafe {
                 disable_timeout(client_check_timeout_id(), false);
-                pg_sys::client_connection_check_interval = saved;
+                pg_sys::client_connection_check_interval = 0;
             }
         }
     }

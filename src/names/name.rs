@@ -170,13 +170,13 @@ impl IntoDatum for ServerText {
 /// some character of it. Never raises (PostgreSQL's conversion functions are asked not to).
 fn in_database_encoding(utf8: &str) -> Option<Cow<'_, [u8]>> {
     let bytes = utf8.as_bytes();
+    if bytes.is_ascii() || backend::database_is_utf8() {
+        return Some(Cow::Borrowed(bytes));
+    }
     // SAFETY: the database encoding is fixed once the backend has connected.
     let database = unsafe { pg_sys::GetDatabaseEncoding() };
-    // UTF-8 itself; and SQL_ASCII, where PostgreSQL stores any bytes as they come.
-    if bytes.is_ascii()
-        || backend::database_is_utf8()
-        || database == pg_sys::pg_enc::PG_SQL_ASCII as i32
-    {
+    // SQL_ASCII: PostgreSQL stores any bytes as they come.
+    if database == pg_sys::pg_enc::PG_SQL_ASCII as i32 {
         return Some(Cow::Borrowed(bytes));
     }
     let utf8_encoding = pg_sys::pg_enc::PG_UTF8 as i32;

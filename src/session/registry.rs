@@ -63,14 +63,6 @@ impl Entry {
         holds != Holds::default()
     }
 
-    /// Ends whatever hold the entry still records (all of them ended: the lock manager just
-    /// began a new one), counting each at `clock`'s time, and drops its token.
-    fn end_every_hold(&mut self, clock: &mut impl FnMut() -> Option<Timestamp>) {
-        self.end_hold(Scope::Session, clock);
-        self.end_hold(Scope::Transaction, clock);
-        self.token = None;
-    }
-
     /// Ends the hold in `scope`, if there is one, and counts it at `clock`'s time.
     fn end_hold(&mut self, scope: Scope, clock: &mut impl FnMut() -> Option<Timestamp>) {
         if let Some(since) = self.since_mut(scope).take() {
@@ -164,7 +156,8 @@ pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, acquired: 
         }
         let entry = registry.entries.entry(lock).or_default();
         if new_hold {
-            entry.end_every_hold(&mut hold_clock());
+            // Every hold the entry still records has ended: count each, drop the token.
+            entry.forget_ended(Holds::default(), &mut hold_clock());
         }
         if local.is_some() {
             entry.local = local;
