@@ -1,7 +1,7 @@
 //! Safe reads of the backend's own globals: who and where this session is, the clock, the
 //! transaction and parallel state. Every other module asks here instead of touching pg_sys.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -25,9 +25,21 @@ pub fn database_is_utf8() -> bool {
 }
 
 /// Whether this server is a hot standby (or still in crash recovery).
+///
+/// Once recovery has ended it never resumes for this backend (a server goes back to recovery
+/// only through a restart), so a "no" is remembered and later calls cost one thread-local
+/// read instead of a guarded call into PostgreSQL on every acquisition.
 pub fn recovery_in_progress() -> bool {
+    thread_local! {
+        static RECOVERY_ENDED: Cell<bool> = const { Cell::new(false) };
+    }
+    if RECOVERY_ENDED.get() {
+        return false;
+    }
     // SAFETY: reads shared state under its own spinlock until recovery ends, then a local flag.
-    unsafe { pg_sys::RecoveryInProgress() }
+    let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
+    RECOVERY_ENDED.set(!in_recovery);
+    in_recovery
 }
 
 /// Whether this process is a parallel worker (not the leader).
@@ -98,7 +110,28 @@ type Callbacks = RefCell<Vec<fn()>>;
 
 thread_local! {
     static AT_TRANSACTION_END: Callbacks = const { RefCell::new(Vec::new()) };
+    static AT_STATEMENT_END: Callbacks = const { RefCell::new(Vec::new()) };
     static AT_EXIT: Callbacks = const { RefCell::new(Vec::new()) };
+    /// The ExecutorEnd hook that was in place before pglock's (another extension's, or none).
+    static PREVIOUS_EXECUTOR_END: Cell<pg_sys::ExecutorEnd_hook_type> = const { Cell::new(None) };
+}
+
+/// Calls `callback` at the end of every later statement that runs through the executor: each
+/// top-level query, and each query a function runs inside one (PL/pgSQL's PERFORM, a query of
+/// a SQL function). It runs once the statement has produced its rows and its executor has shut
+/// down. A statement that ends in an ERROR does not get here (its transaction or subtransaction
+/// is aborted: see [`at_every_transaction_end`]), nor does an expression PL/pgSQL evaluates
+/// without the executor (`IF f() THEN`). Giving a callback again changes nothing.
+pub fn at_every_statement_end(callback: fn()) {
+    let first = AT_STATEMENT_END.with_borrow_mut(|callbacks| add_callback(callbacks, callback));
+    if first {
+        // SAFETY: chains pglock's hook in front of whatever was installed, for the rest of
+        // this backend's life; the previous hook is called first, as every hook must.
+        unsafe {
+            PREVIOUS_EXECUTOR_END.set(pg_sys::ExecutorEnd_hook);
+            pg_sys::ExecutorEnd_hook = Some(statement_end);
+        }
+    }
 }
 
 /// Calls `callback` at the end of every later transaction of this backend (commit, abort or
@@ -146,6 +179,18 @@ fn run_callbacks(list: &'static std::thread::LocalKey<Callbacks>) {
 #[pg_guard]
 unsafe extern "C-unwind" fn exiting(_code: i32, _arg: pg_sys::Datum) {
     run_callbacks(&AT_EXIT);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn statement_end(query: *mut pg_sys::QueryDesc) {
+    // SAFETY: the executor hands a live QueryDesc to the hook chain, which ends it exactly once.
+    unsafe {
+        match PREVIOUS_EXECUTOR_END.get() {
+            Some(previous) => previous(query),
+            None => pg_sys::standard_ExecutorEnd(query),
+        }
+    }
+    run_callbacks(&AT_STATEMENT_END);
 }
 
 #[pg_guard]

@@ -268,3 +268,152 @@ fn a_hold_taken_again_by_key_after_a_named_one_ended_outside_pglock_has_no_name(
         }
     }
 }
+
+/// More names than the name map shows at once (8 per millisecond): the rest are shown by the
+/// end of their statement, a nested one (PL/pgSQL's PERFORM) included, or by the end of the
+/// transaction when the statement fails; names of locks released before then are never shown,
+/// and transaction holds show while their transaction is open.
+#[test]
+fn names_taken_in_a_burst_are_shown_by_the_end_of_their_statement() {
+    let (mut holder, mut observer) = (session(), session());
+    holder
+        .batch_execute(
+            "CREATE TEMP TABLE burst_names AS
+             SELECT g AS id, 'burst-' || g AS n, 'data after the name ' || g AS other
+             FROM generate_series(1, 12) g",
+        )
+        .unwrap();
+    let holder_pid = pid(&mut holder);
+    let shown = |observer: &mut Client| -> Vec<String> {
+        common::column(
+            observer,
+            "SELECT name FROM pglock.locks WHERE pid = $1 AND name LIKE 'burst-%' ORDER BY name",
+            &[&holder_pid],
+        )
+    };
+    let mut all: Vec<String> = (1..=12).map(|g| format!("burst-{g}")).collect();
+    all.sort();
+
+    for round in 0..5 {
+        // One statement takes twelve session holds.
+        let taken: i64 = holder
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pglock.try_lock(n)) FROM burst_names",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(taken, 12);
+        assert_eq!(
+            shown(&mut observer),
+            all,
+            "round {round}: after the statement"
+        );
+        assert_eq!(
+            holder
+                .query_one("SELECT pglock.unlock_all()", &[])
+                .unwrap()
+                .get::<_, i32>(0),
+            12
+        );
+        assert!(
+            shown(&mut observer).is_empty(),
+            "round {round}: after unlock_all"
+        );
+
+        // A statement that fails after taking them: session holds outlive it, and so do
+        // their names, shown as its transaction ends. (No ORDER BY: a sort would compute the
+        // division for every row before the first try_lock.)
+        let error = holder
+            .query(
+                "SELECT pglock.try_lock(n), 1 / (12 - id) FROM burst_names",
+                &[],
+            )
+            .expect_err("division by zero at the last row");
+        assert_eq!(
+            common::sqlstate(&error),
+            Some(&postgres::error::SqlState::DIVISION_BY_ZERO)
+        );
+        assert_eq!(
+            common::own_advisory_locks(&mut holder),
+            12,
+            "round {round}: held after it"
+        );
+        assert_eq!(
+            shown(&mut observer),
+            all,
+            "round {round}: after the failed statement"
+        );
+        holder.batch_execute("SELECT pglock.unlock_all()").unwrap();
+
+        // Taken and released in one statement: never shown, nothing left over.
+        holder
+            .batch_execute(
+                "SELECT count(*) FILTER (WHERE pglock.try_lock(n) AND pglock.unlock(n))
+                 FROM burst_names",
+            )
+            .unwrap();
+        let published: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pglock.lock_names() WHERE pid = $1",
+                &[&holder_pid],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(published, 0, "round {round}: released in the statement");
+
+        // Transaction holds show while the transaction is open, and go with it.
+        holder
+            .batch_execute("BEGIN; SELECT pglock.try_xact_lock(n) FROM burst_names")
+            .unwrap();
+        assert_eq!(
+            shown(&mut observer),
+            all,
+            "round {round}: transaction holds"
+        );
+        holder.batch_execute("COMMIT").unwrap();
+        assert!(
+            shown(&mut observer).is_empty(),
+            "round {round}: after COMMIT"
+        );
+    }
+
+    // Inside a PL/pgSQL block the names show once its PERFORM ends, while the block goes on.
+    let waiter = std::thread::spawn(move || {
+        let result = holder.batch_execute(
+            "DO $$ BEGIN
+               PERFORM pglock.try_lock(n) FROM burst_names;
+               PERFORM pg_sleep(30);
+             END $$",
+        );
+        (holder, result)
+    });
+    let started = std::time::Instant::now();
+    while shown(&mut observer) != all {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the block's names were not shown while it ran: {:?}",
+            shown(&mut observer)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let active: String = observer
+        .query_one(
+            "SELECT state FROM pg_stat_activity WHERE pid = $1",
+            &[&holder_pid],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(active, "active", "the block still runs");
+    observer
+        .execute("SELECT pg_cancel_backend($1)", &[&holder_pid])
+        .unwrap();
+    let (mut holder, result) = waiter.join().unwrap();
+    assert_eq!(
+        result.as_ref().err().and_then(common::sqlstate),
+        Some(&postgres::error::SqlState::QUERY_CANCELED),
+        "{result:?}"
+    );
+    holder.batch_execute("SELECT pglock.unlock_all()").unwrap();
+    assert!(shown(&mut observer).is_empty());
+}

@@ -27,6 +27,12 @@ pub trait Listener: Sync {
     /// (a caller about to drop its copy hands it over); call it only when the name is needed.
     fn counted(&self, _key: i64, _name: &mut dyn FnMut() -> Option<Box<str>>, _counts: &Counters) {}
 
+    /// Whether this listener shows names to other sessions (then the registry hands it the
+    /// names of new holds; see registry::acquired). Fixed for the life of the backend.
+    fn shows_names(&self) -> bool {
+        false
+    }
+
     /// This session may show `name` as the name of `key` to other sessions: it holds the key
     /// by that name, or is about to wait for it.
     fn name_shown(&self, _key: i64, _name: &str) {}
@@ -62,6 +68,11 @@ fn listeners() -> &'static [&'static dyn Listener] {
 /// Whether any listener counts now.
 pub fn counting() -> bool {
     listeners().iter().any(|listener| listener.counting())
+}
+
+/// Whether any listener shows names to other sessions.
+pub fn shows_names() -> bool {
+    listeners().iter().any(|listener| listener.shows_names())
 }
 
 /// Hands on counts of `key`; `name` is asked for the name only by a listener that needs it.

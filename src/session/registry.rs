@@ -33,6 +33,8 @@ struct Entry {
     token: Option<i64>,
     /// What this entry counted for pglock.stats since it last handed its counts on.
     tally: Counters,
+    /// Whether the hold's name waits in [`Registry::unpublished`] to be shown to others.
+    queued: bool,
 }
 
 impl Entry {
@@ -61,6 +63,11 @@ impl Entry {
             self.token = None;
         }
         holds != Holds::default()
+    }
+
+    /// Whether the entry records a hold that pglock has not seen end.
+    fn has_hold(&self) -> bool {
+        self.session_since.is_some() || self.transaction_since.is_some() || self.token.is_some()
     }
 
     /// Ends the hold in `scope`, if there is one, and counts it at `clock`'s time.
@@ -107,7 +114,24 @@ struct Registry {
     sweep_at: usize,
     /// Whether the transaction callback that forgets ended holds is registered.
     callbacks_registered: bool,
+    /// Whether names are shown to other sessions (pglock preloaded: the shared name map).
+    publishing: bool,
+    /// Holds whose names are not shown to others yet (see [`Registry::publish`]), oldest first.
+    unpublished: Vec<AdvisoryLock>,
+    /// When the current publication window began, and how many names it may still show at once.
+    window_start: Timestamp,
+    window_left: u8,
 }
+
+/// How names reach other sessions (pglock.locks): the first [`PUBLISH_PER_WINDOW`] new named
+/// holds of each [`PUBLISH_WINDOW_US`] are shown at once; later ones in the same window wait
+/// for the end of their statement, the end of the transaction (for session holds), or the next
+/// new hold after the window, whichever comes first. A session that takes a lock, or a few,
+/// and works shows them at once; a statement that takes and releases thousands per millisecond
+/// shows almost none of them, and a lock released before its name was due is never written to
+/// shared memory at all.
+const PUBLISH_WINDOW_US: i64 = 1_000;
+const PUBLISH_PER_WINDOW: u8 = 8;
 
 /// Entries kept before the first sweep: entries stay after unlock so that locking the same
 /// name again allocates nothing, and a session cycling through up to this many names never
@@ -119,6 +143,10 @@ thread_local! {
         entries: HashMap::default(),
         sweep_at: FIRST_SWEEP,
         callbacks_registered: false,
+        publishing: false,
+        unpublished: Vec::new(),
+        window_start: 0,
+        window_left: 0,
     });
 }
 
@@ -132,8 +160,8 @@ pub struct HeldLock {
 }
 
 /// Records that pglock just acquired `lock` in `scope` (`acquired` says what the lock manager
-/// left), and publishes its name for other sessions (or withdraws a stale one when a hold
-/// begins by key).
+/// left), and shows its name to other sessions, at once or soon (see [`PUBLISH_WINDOW_US`]),
+/// or withdraws a stale one when a hold begins by key.
 ///
 /// The lock manager's answer decides whether this is a new hold: when it is, whatever the
 /// entry kept belongs to a hold that ended since (through the built-ins, a savepoint rollback,
@@ -149,7 +177,7 @@ pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, acquired: 
         new_hold,
         local,
     } = acquired;
-    let shown = REGISTRY.with_borrow_mut(|registry| {
+    let withdraw = REGISTRY.with_borrow_mut(|registry| {
         registry.watch_transaction_ends();
         if registry.entries.len() >= registry.sweep_at {
             registry.sweep();
@@ -164,8 +192,10 @@ pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, acquired: 
         }
         // A new hold's name (or none) is the name; a later call by name names a hold taken
         // by key. (Compared first, so that taking the same name again allocates nothing.)
+        let mut named_now = new_hold && name.is_some();
         if (new_hold || entry.name.is_none()) && entry.name.as_deref() != name {
             entry.name = name.map(Box::from);
+            named_now = name.is_some();
         }
         let since = entry.since_mut(scope);
         // A depth of one in this scope means this acquisition began the hold in this scope.
@@ -176,16 +206,21 @@ pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, acquired: 
         if events::counting() {
             entry.tally.acquired(began.unwrap_or_else(backend::now));
         }
-        let named = entry.name.is_some();
-        (named || (new_hold && !registry.named_in_other_mode(lock))).then_some(named)
+        if !registry.publishing {
+            return false;
+        }
+        if named_now {
+            registry.publish(lock, began);
+            return false;
+        }
+        // A new hold by key shows no name, unless the key is held by name in another mode.
+        new_hold && name.is_none() && !registry.named_in_other_mode(lock)
     });
     if new_hold {
         events::hold_began(lock);
     }
-    match (shown, name) {
-        (Some(true), Some(name)) => events::name_shown(lock.key, name),
-        (Some(false), _) => events::name_withdrawn(lock.key),
-        _ => {}
+    if withdraw {
+        events::name_withdrawn(lock.key);
     }
 }
 
@@ -218,6 +253,14 @@ pub fn release_session_hold(lock: AdvisoryLock) -> Option<Holds> {
         let holds = lock.release_via(Scope::Session, remembered)?;
         if let Some(entry) = entry {
             entry.forget_ended(holds, &mut hold_clock());
+            if entry.queued && holds == Holds::default() {
+                // Released before its name was shown: it never will be. (A take and release
+                // in a row leave the lock last in line, so this is almost always a pop.)
+                entry.queued = false;
+                if registry.unpublished.last() == Some(&lock) {
+                    registry.unpublished.pop();
+                }
+            }
         }
         Some(holds)
     })?;
@@ -303,15 +346,68 @@ impl Registry {
         if !self.callbacks_registered {
             backend::at_every_transaction_end(transaction_ended);
             backend::at_exit(count_holds_at_exit);
+            self.publishing = events::shows_names();
+            if self.publishing {
+                backend::at_every_statement_end(statement_ended);
+            }
             self.callbacks_registered = true;
         }
     }
 
-    /// Drops entries for locks no longer held; keeps the sweep amortised.
+    /// Shows the name of `lock`'s new hold to other sessions now, if the window allows, or
+    /// queues it (see [`PUBLISH_WINDOW_US`]). `began` is the time the hold began, when this
+    /// acquisition read the clock.
+    fn publish(&mut self, lock: AdvisoryLock, began: Option<Timestamp>) {
+        let now = began.unwrap_or_else(backend::now);
+        if now >= self.window_start + PUBLISH_WINDOW_US || now < self.window_start {
+            self.window_start = now;
+            self.window_left = PUBLISH_PER_WINDOW;
+            // A new window: whatever waited in the last one is due.
+            self.publish_queued(false);
+        }
+        let Some(entry) = self.entries.get_mut(&lock) else {
+            return;
+        };
+        if self.window_left > 0 {
+            self.window_left -= 1;
+            if let Some(name) = entry.name.as_deref() {
+                events::name_shown(lock.key, name);
+            }
+        } else if !entry.queued {
+            entry.queued = true;
+            self.unpublished.push(lock);
+        }
+    }
+
+    /// Shows the queued names of holds that are still held (only those held in session scope
+    /// when `session_only`: the transaction's own holds are about to end).
+    fn publish_queued(&mut self, session_only: bool) {
+        for lock in std::mem::take(&mut self.unpublished) {
+            let Some(entry) = self.entries.get_mut(&lock) else {
+                continue;
+            };
+            if !std::mem::take(&mut entry.queued) {
+                continue;
+            }
+            let holds = lock.holds_via(entry.local);
+            let held = if session_only {
+                holds.session > 0
+            } else {
+                holds != Holds::default()
+            };
+            if let (true, Some(name)) = (held, entry.name.as_deref()) {
+                events::name_shown(lock.key, name);
+            }
+        }
+    }
+
+    /// Drops entries for locks no longer held; keeps the sweep amortised. An entry whose holds
+    /// pglock already saw end (released through pglock) goes without asking the lock manager.
     fn sweep(&mut self) {
         let mut clock = hold_clock();
         self.entries.retain(|lock, entry| {
-            let kept = entry.forget_ended(lock.holds_via(entry.local), &mut clock);
+            let kept =
+                entry.has_hold() && entry.forget_ended(lock.holds_via(entry.local), &mut clock);
             if !kept {
                 entry.hand_on_last_tally(lock.key);
             }
@@ -340,6 +436,9 @@ impl Registry {
     /// was released during it (by pg_advisory_unlock, DISCARD ALL, ...) is forgotten now,
     /// before anything outside pglock can take the lock again in a later transaction.
     fn transaction_ended(&mut self) {
+        if !self.unpublished.is_empty() {
+            self.publish_queued(true);
+        }
         let mut clock = hold_clock();
         for (lock, entry) in self.entries.iter_mut() {
             entry.end_hold(Scope::Transaction, &mut clock);
@@ -380,6 +479,18 @@ fn transaction_ended() {
         }
     });
     events::transaction_ended();
+}
+
+/// At the end of every statement (when names are shown to other sessions): the names still
+/// queued are due.
+fn statement_ended() {
+    REGISTRY.with(|registry| {
+        if let Ok(mut registry) = registry.try_borrow_mut() {
+            if !registry.unpublished.is_empty() {
+                registry.publish_queued(false);
+            }
+        }
+    });
 }
 
 /// As the session exits, before PostgreSQL releases its locks: every hold ends now, and what

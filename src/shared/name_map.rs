@@ -64,6 +64,10 @@ struct OwnSlot {
     claimed: bool,
     by_key: HashMap<i64, usize>,
     free: Vec<usize>,
+    /// A sweep found every entry still held: no sweep again until an entry is freed or the
+    /// transaction ends (holds released by the built-ins meanwhile wait until then), so that
+    /// publishing into a full slot costs one check instead of a sweep each time.
+    full: bool,
 }
 
 thread_local! {
@@ -192,8 +196,9 @@ pub fn publish(key: i64, name: &str) {
         if !local.claimed {
             claim(&slot, local);
         }
-        if local.free.is_empty() {
+        if local.free.is_empty() && !local.full {
             sweep(local);
+            local.full = local.free.is_empty();
         }
         let Some(index) = local.free.pop() else {
             return;
@@ -210,6 +215,10 @@ pub struct NameMap;
 pub static LISTENER: NameMap = NameMap;
 
 impl crate::session::events::Listener for NameMap {
+    fn shows_names(&self) -> bool {
+        map_enabled()
+    }
+
     fn name_shown(&self, key: i64, name: &str) {
         publish(key, name);
     }
@@ -220,6 +229,15 @@ impl crate::session::events::Listener for NameMap {
 
     fn maybe_released(&self, key: i64) {
         withdraw_if_unheld(key);
+    }
+
+    fn transaction_ended(&self) {
+        // The transaction's holds end: a full slot may have room again.
+        OWN_SLOT.with(|local| {
+            if let Ok(mut local) = local.try_borrow_mut() {
+                local.full = false;
+            }
+        });
     }
 }
 
@@ -270,6 +288,7 @@ impl OwnSlot {
             clear_entry(&slot.entries[index]);
         }
         self.free.push(index);
+        self.full = false;
     }
 }
 
