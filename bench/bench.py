@@ -355,17 +355,21 @@ SPLIT = [
     ("the built-in", "pg_try_advisory_lock({k}) AND pg_advisory_unlock({k})"),
     ("bare lock-manager calls, plain V1 functions",
      "probe_try_lock_bare_v1({k}) AND probe_unlock_bare_v1({k})"),
+    ("the same, V1 functions behind #[pg_guard]",
+     "probe_try_lock_bare_guarded_v1({k}) AND probe_unlock_bare_guarded_v1({k})"),
     ("the same, behind #[pg_extern]",
      "pglock.probe_try_lock_bare({k}) AND pglock.probe_unlock_bare({k})"),
     ("pglock's whole path, plain V1 functions", "probe_try_lock_v1({k}) AND probe_unlock_v1({k})"),
-    ("pglock.try_lock + pglock.unlock (#[pg_extern])", "pglock.try_lock({k}) AND pglock.unlock({k})"),
+    ("pglock.try_lock + pglock.unlock (its hand-written V1 entry points)",
+     "pglock.try_lock({k}) AND pglock.unlock({k})"),
 ]
 SPLIT_KEYS = {"unique keys": "g::bigint", "100 keys, repeated": "(g % 100)::bigint"}
 PROBE_FUNCTIONS = "".join(
     f"CREATE FUNCTION {name}(bigint) RETURNS bool LANGUAGE c STRICT VOLATILE "
     f"AS 'pglock', 'pglock_{name}';"
     for name in ["probe_try_lock_bare_v1", "probe_unlock_bare_v1", "probe_try_lock_v1",
-                 "probe_unlock_v1"])
+                 "probe_unlock_v1", "probe_try_lock_bare_guarded_v1",
+                 "probe_unlock_bare_guarded_v1"])
 
 
 def split_ns(pg, rounds, pairs):
@@ -493,8 +497,9 @@ def bench_in_server(pg_config, workdir, pg, bench, rounds, pairs, out):
     out.append("### Where a pair's time goes\n")
     out.append("The same bigint lock + unlock at several depths (`src/api/probes.rs`, built with the "
                "`bench_probes` feature): the lock manager's two calls alone, behind plain V1 "
-               "functions and behind `#[pg_extern]`; and pglock's whole path behind plain V1 "
-               "functions and behind its real `#[pg_extern]` entry points.\n")
+               "functions (no guard), behind `#[pg_guard]` V1 functions and behind "
+               "`#[pg_extern]`; and pglock's whole path behind plain V1 functions and behind its "
+               "real entry points (hand-written `#[pg_guard]` V1 functions, src/api/entry.rs).\n")
     report_split("Not preloaded", split_plain, rounds, out)
     report_split("Preloaded, pglock.track = on", split_preloaded, rounds, out)
 
@@ -505,17 +510,33 @@ def bench_in_server(pg_config, workdir, pg, bench, rounds, pairs, out):
     repeated = "pglock.try_lock('job-'||(g%100)) (repeated)"
     unique = "pglock.try_lock('job-'||g) (unique)"
     timed = "pglock.lock('job-'||(g%100), '1 s'), free"
-    target("in-server bigint overloads ≥ 0.95× the built-in", f"{speed(bigint):.2f}",
-           speed(bigint) >= 0.95)
-    target("in-server repeated names ≥ 0.80×", f"{speed(repeated):.2f}", speed(repeated) >= 0.80)
-    target("in-server unique names ≥ 0.60×", f"{speed(unique):.2f}", speed(unique) >= 0.60)
-    timed_extra = statistics.median(plain[timed]) / statistics.median(plain[repeated]) - 1
+    def both(v):
+        """The variant's speed not preloaded and preloaded (statistics on), as shown and worst."""
+        pair = (speed(v), speed(v, preloaded))
+        return f"{pair[0]:.2f} / {pair[1]:.2f} (not preloaded / preloaded)", min(pair)
+
+    shown, worst = both(bigint)
+    target("in-server bigint overloads ≥ 0.95× the built-in", shown, worst >= 0.95)
+    shown, worst = both(repeated)
+    target("in-server repeated names ≥ 0.85× the built-in", shown, worst >= 0.85)
+    hkdf = "pglock.key('job-'||g) alone (HKDF, unique)"
+
+    def to_floor(runs):
+        # The floor for a name never seen before: its HKDF plus the built-in pair.
+        floor = statistics.median(runs[hkdf]) + statistics.median(runs[builtin])
+        return floor / statistics.median(runs[unique])
+
+    floors = (to_floor(plain), to_floor(preloaded))
+    target("in-server unique names ≥ 0.9× the floor (HKDF alone + the built-in pair)",
+           f"{floors[0]:.2f} / {floors[1]:.2f} (not preloaded / preloaded)", min(floors) >= 0.9)
+    timed_extra = max(statistics.median(runs[timed]) / statistics.median(runs[repeated]) - 1
+                      for runs in (plain, preloaded))
     target("in-server timed lock() of a free name within 5% of try_lock of the same name",
-           f"{timed_extra:+.1%}", timed_extra <= 0.05)
+           f"{timed_extra:+.1%} (worse of not preloaded and preloaded)", timed_extra <= 0.05)
     worst = max(statistics.median(preloaded[v]) / statistics.median(plain[v]) - 1
                 for v in (bigint, repeated, unique, timed))
-    target("in-server: preloading adds at most 10% (statistics on)",
-           f"{worst:+.0%} (worst of the four)", worst <= 0.10)
+    target("in-server: preloading with statistics on adds at most 5%",
+           f"{worst:+.0%} (worst of the four)", worst <= 0.05)
     track_cost = {v: statistics.median(preloaded[v]) / statistics.median(preloaded[v + TRACK_OFF])
                   - 1 for v in TRACKED}
     worst_track = max(track_cost, key=track_cost.get)
@@ -541,6 +562,9 @@ def bench_in_server(pg_config, workdir, pg, bench, rounds, pairs, out):
         out.append(f"| {name} | {fmt_tps(tps[name])} | "
                    f"{ratio(tps[name], tps['pg_try_advisory_xact_lock(id)']):.2f} |")
     out.append("")
+    queue = ratio(tps["pglock.try_xact_lock('job-'||id)"], tps["pg_try_advisory_xact_lock(id)"])
+    target("job queue (8 workers, 10 of 10,000 rows) ≥ 0.95× pg_try_advisory_xact_lock",
+           f"{queue:.2f}", queue >= 0.95)
 
 
 def bench_uncontended(bench, clients_list, rounds, out):
@@ -1249,8 +1273,10 @@ def main():
 
     quick = args.quick
     clients_list = [2, 8] if quick else [1, 2, 8, 32]
-    seconds = 1 if quick else 3
+    seconds = 1 if quick else 2
     rounds = 3
+    # The sections that decide the fast path's goals run as many rounds as the in-server one.
+    goal_rounds = 7
     started = time.time()
     workdir = tempfile.mkdtemp(prefix="pglock-bench.")
     os.chmod(workdir, 0o755)
@@ -1259,8 +1285,8 @@ def main():
     try:
         pg.sql(HELPER_FUNCTIONS)
         bench = Pgbench(pg, workdir, seconds)
-        bench_uncontended(bench, clients_list, rounds, out)
-        bench_preloaded(args.pg_config, workdir, clients_list, rounds, seconds, out)
+        bench_uncontended(bench, clients_list, goal_rounds, out)
+        bench_preloaded(args.pg_config, workdir, clients_list, goal_rounds, seconds, out)
         bench_in_server(args.pg_config, workdir, pg, bench, 7, 50_000 if quick else 200_000, out)
         bench_contended(bench, clients_list, rounds, out)
         bench_held(bench, pg, rounds, out)

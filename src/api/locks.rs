@@ -19,29 +19,8 @@ fn key(name: Option<LockName>) -> i64 {
     memo::key_of(&LockName::checked(name))
 }
 
-// Session scope, exclusive.
-
-#[pg_extern(volatile, parallel_restricted, name = "try_lock")]
-fn try_lock_name(name: Option<LockName>) -> bool {
-    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Session, Wait::No)
-}
-
-#[pg_extern(volatile, parallel_restricted, name = "try_lock")]
-fn try_lock_key(key: Option<i64>) -> bool {
-    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Session, Wait::No)
-}
-
-#[pg_extern(volatile, parallel_restricted, name = "lock")]
-fn lock_name(name: Option<LockName>, timeout: default!(Option<Interval>, "NULL")) -> bool {
-    let wait = Wait::from_timeout(timeout);
-    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Session, wait)
-}
-
-#[pg_extern(volatile, parallel_restricted, name = "lock")]
-fn lock_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
-    let wait = Wait::from_timeout(timeout);
-    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Session, wait)
-}
+// Session and transaction scope, exclusive, and their release: hand-written entry points in
+// api/entry.rs (the hottest functions).
 
 // Session scope, shared.
 
@@ -65,30 +44,6 @@ fn lock_shared_name(name: Option<LockName>, timeout: default!(Option<Interval>, 
 fn lock_shared_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
     let wait = Wait::from_timeout(timeout);
     LockRequest::keyed(key, Mode::Shared).acquire(Scope::Session, wait)
-}
-
-// Transaction scope, exclusive.
-
-#[pg_extern(volatile, parallel_restricted, name = "try_xact_lock")]
-fn try_xact_lock_name(name: Option<LockName>) -> bool {
-    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
-}
-
-#[pg_extern(volatile, parallel_restricted, name = "try_xact_lock")]
-fn try_xact_lock_key(key: Option<i64>) -> bool {
-    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
-}
-
-#[pg_extern(volatile, parallel_restricted, name = "xact_lock")]
-fn xact_lock_name(name: Option<LockName>, timeout: default!(Option<Interval>, "NULL")) -> bool {
-    let wait = Wait::from_timeout(timeout);
-    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Transaction, wait)
-}
-
-#[pg_extern(volatile, parallel_restricted, name = "xact_lock")]
-fn xact_lock_key(key: Option<i64>, timeout: default!(Option<Interval>, "NULL")) -> bool {
-    let wait = Wait::from_timeout(timeout);
-    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, wait)
 }
 
 // Transaction scope, shared.
@@ -119,16 +74,6 @@ fn xact_lock_shared_key(key: Option<i64>, timeout: default!(Option<Interval>, "N
 }
 
 // Release.
-
-#[pg_extern(volatile, parallel_restricted, name = "unlock")]
-fn unlock_name(name: Option<LockName>) -> bool {
-    LockRequest::named(name, Mode::Exclusive).release()
-}
-
-#[pg_extern(volatile, parallel_restricted, name = "unlock")]
-fn unlock_key(key: Option<i64>) -> bool {
-    LockRequest::keyed(key, Mode::Exclusive).release()
-}
 
 #[pg_extern(volatile, parallel_restricted, name = "unlock_shared")]
 fn unlock_shared_name(name: Option<LockName>) -> bool {
