@@ -49,7 +49,15 @@ impl Hasher for FastHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        // A multiply carries entropy upwards only, so the low bits of the last product depend
+        // on the low bits of the last word alone, and hashbrown picks buckets by the low bits:
+        // names of one length that differ only in their last bytes would share a bucket. A
+        // finalizer (SplitMix64's: two multiplies, a few ns) makes every bit of the input
+        // reach every bit of the hash.
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 }
 
@@ -62,6 +70,19 @@ mod tests {
         let mut hasher = FastHasher::default();
         value.hash(&mut hasher);
         hasher.finish()
+    }
+
+    #[test]
+    fn the_low_bits_spread_names_that_differ_only_at_their_end() {
+        // hashbrown chooses buckets by the low bits: 100 names of one length, one word each,
+        // must not crowd into a few of 128 buckets (as they did before finish() folded).
+        let mut buckets = std::collections::HashSet::new();
+        for i in 0..100 {
+            let mut hasher = FastHasher::default();
+            hasher.write(format!("job-{i:02}").as_bytes());
+            buckets.insert(hasher.finish() & 127);
+        }
+        assert!(buckets.len() > 50, "only {} buckets used", buckets.len());
     }
 
     #[test]
