@@ -360,7 +360,7 @@ SPLIT = [
     ("the same, behind #[pg_extern]",
      "pglock.probe_try_lock_bare({k}) AND pglock.probe_unlock_bare({k})"),
     ("pglock's whole path, plain V1 functions", "probe_try_lock_v1({k}) AND probe_unlock_v1({k})"),
-    ("pglock.try_lock + pglock.unlock (its hand-written V1 entry points)",
+    ("pglock.try_lock + pglock.unlock (its entry points)",
      "pglock.try_lock({k}) AND pglock.unlock({k})"),
 ]
 SPLIT_KEYS = {"unique keys": "g::bigint", "100 keys, repeated": "(g % 100)::bigint"}
@@ -404,13 +404,16 @@ def report_split(title, runs, rounds, out):
     out.append("")
     for keys in SPLIT_KEYS:
         median = {label: statistics.median(runs[(keys, label)]) for label, _ in SPLIT}
-        builtin = runs[(keys, SPLIT[0][0])]
+        (builtin_label, bare, guarded, extern, whole, entry) = [label for label, _ in SPLIT]
+        builtin = runs[(keys, builtin_label)]
         spread = (max(builtin) - min(builtin)) / statistics.median(builtin)
-        out.append(f"- {keys}: the built-in's own spread {spread:.0%} of its median; the "
-                   f"#[pg_extern] wrapper adds {median[SPLIT[2][0]] - median[SPLIT[1][0]]:+,.0f} ns "
-                   f"per pair; pglock's bookkeeping {median[SPLIT[3][0]] - median[SPLIT[1][0]]:+,.0f} "
-                   f"ns (whole path − bare calls, both plain V1); the bare calls "
-                   f"{median[SPLIT[1][0]] - median[SPLIT[0][0]]:+,.0f} ns over the built-in.")
+        out.append(f"- {keys}: the built-in's own spread {spread:.0%} of its median; the bare "
+                   f"calls {median[bare] - median[builtin_label]:+,.0f} ns over the built-in; "
+                   f"#[pg_guard] adds {median[guarded] - median[bare]:+,.0f} ns per pair and "
+                   f"#[pg_extern] {median[extern] - median[guarded]:+,.0f} ns more; pglock's "
+                   f"bookkeeping {median[whole] - median[bare]:+,.0f} ns (whole path − bare "
+                   f"calls, both plain V1); its entry points "
+                   f"{median[entry] - median[whole]:+,.0f} ns over plain V1.")
     out.append("")
 
 

@@ -3,7 +3,7 @@
 #
 # Benchmarks pglock (release build) against the built-ins, the do-it-yourself alternatives,
 # the round-trip floor, MariaDB and Redis, on throwaway servers on this machine, and writes
-# bench/results.md (bench/results-quick.md with --quick). Full mode takes about 12 minutes on
+# bench/results.md (bench/results-quick.md with --quick). Full mode takes about 20 minutes on
 # 2 cores, quick mode about 3. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
