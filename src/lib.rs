@@ -69,6 +69,44 @@ mod tests {
         );
     }
 
+    /// The lock mode a test names.
+    fn lockmode(mode: &str) -> pgrx::pg_sys::LOCKMODE {
+        (match mode {
+            "RowExclusiveLock" => pgrx::pg_sys::RowExclusiveLock,
+            "RowShareLock" => pgrx::pg_sys::RowShareLock,
+            _ => pgrx::error!("no test takes {mode}"),
+        }) as pgrx::pg_sys::LOCKMODE
+    }
+
+    /// For tests/token_design.rs: takes `mode` on the built-ins' advisory tag of `key`, in
+    /// session or transaction scope, without waiting; true if granted. (Only in test builds.)
+    #[pg_extern]
+    fn take_advisory_in_mode(key: i64, mode: &str, session_level: bool) -> bool {
+        let tag = crate::lock::manager::AdvisoryLock {
+            key,
+            mode: crate::lock::manager::Mode::Exclusive,
+        }
+        .tag();
+        // SAFETY: a valid tag and mode; an ERROR propagates through pgrx's guard.
+        unsafe {
+            pgrx::pg_sys::LockAcquire(&tag, lockmode(mode), session_level, true)
+                != pgrx::pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+        }
+    }
+
+    /// For tests/token_design.rs: gives back one session-scope hold taken by
+    /// take_advisory_in_mode. (Only in test builds.)
+    #[pg_extern]
+    fn release_advisory_in_mode(key: i64, mode: &str) -> bool {
+        let tag = crate::lock::manager::AdvisoryLock {
+            key,
+            mode: crate::lock::manager::Mode::Exclusive,
+        }
+        .tag();
+        // SAFETY: as above; LockRelease warns and returns false when nothing is held.
+        unsafe { pgrx::pg_sys::LockRelease(&tag, lockmode(mode), true) }
+    }
+
     #[pg_test]
     fn key_matches_sqlx_vector() {
         let key = Spi::get_one::<i64>("SELECT pglock.key('my first Postgres advisory lock!')");
@@ -89,6 +127,8 @@ pub mod pg_test {
             // lease fills the table.
             "max_locks_per_transaction = 256",
             "pglock.max_leases = 10001",
+            // tests/token_design.rs prepares transactions.
+            "max_prepared_transactions = 10",
         ]
     }
 }
