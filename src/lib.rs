@@ -107,6 +107,86 @@ mod tests {
         unsafe { pgrx::pg_sys::LockRelease(&tag, lockmode(mode), true) }
     }
 
+    unsafe extern "C-unwind" {
+        /// twophase.h: COMMIT PREPARED / ROLLBACK PREPARED without the statement (not in pgrx's
+        /// bindings). Called through pgrx's FFI guard, as it may raise an ERROR.
+        fn FinishPreparedTransaction(gid: *const std::ffi::c_char, is_commit: bool);
+    }
+
+    /// For tests/token_design.rs: a background worker connected to this database prepares a
+    /// transaction `gid` that holds `mode` on `key`'s advisory tag ("prepare"), or rolls the
+    /// prepared transaction `gid` back ("finish"); waits for it to exit. The way a pglock worker
+    /// would hold and end token-owned locks, proved here first. (Only in test builds.)
+    #[pg_extern]
+    fn two_phase_in_worker(action: &str, key: i64, mode: &str, gid: &str) {
+        use pgrx::bgworkers::BackgroundWorkerBuilder;
+        let extra = format!(
+            "{} {action} {key} {mode} {gid}",
+            crate::backend::database_id()
+        );
+        let worker = BackgroundWorkerBuilder::new("pglock test: two-phase worker")
+            .set_library("pglock")
+            .set_function("pglock_test_two_phase_worker")
+            .enable_spi_access()
+            .set_extra(&extra)
+            .set_notify_pid(crate::backend::pid())
+            .load_dynamic()
+            .expect("a dynamic background worker slot");
+        worker.wait_for_shutdown().expect("the worker exits");
+    }
+
+    /// The worker behind two_phase_in_worker: transaction control as postgres.c drives it for
+    /// `BEGIN; ...; PREPARE TRANSACTION`, and as `ROLLBACK PREPARED` does its work.
+    #[pg_guard]
+    #[no_mangle]
+    pub extern "C-unwind" fn pglock_test_two_phase_worker(_argument: pgrx::pg_sys::Datum) {
+        use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+        use pgrx::pg_sys;
+        BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+        let extra = BackgroundWorker::get_extra().to_owned();
+        let parts: Vec<&str> = extra.split(' ').collect();
+        let [database, action, key, mode, gid] = parts[..] else {
+            panic!("bad extra: {extra}")
+        };
+        let database = pg_sys::Oid::from(database.parse::<u32>().expect("an oid"));
+        BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+        let key: i64 = key.parse().expect("a key");
+        let gid = std::ffi::CString::new(gid).expect("a gid without NUL");
+        let tag = crate::lock::manager::AdvisoryLock {
+            key,
+            mode: crate::lock::manager::Mode::Exclusive,
+        }
+        .tag();
+        // SAFETY: the calls postgres.c makes for these statements, in the same order, in a
+        // worker connected to a database; an ERROR ends the worker (the test sees the result).
+        unsafe {
+            match action {
+                "prepare" => {
+                    pg_sys::StartTransactionCommand();
+                    pg_sys::BeginTransactionBlock();
+                    pg_sys::CommitTransactionCommand();
+                    pg_sys::StartTransactionCommand();
+                    let granted = pg_sys::LockAcquire(&tag, lockmode(mode), false, true);
+                    assert_ne!(
+                        granted,
+                        pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL,
+                        "{mode} on {key} is taken"
+                    );
+                    assert!(pg_sys::PrepareTransactionBlock(gid.as_ptr()));
+                    pg_sys::CommitTransactionCommand();
+                }
+                "finish" => {
+                    pg_sys::StartTransactionCommand();
+                    pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                        FinishPreparedTransaction(gid.as_ptr(), false)
+                    });
+                    pg_sys::CommitTransactionCommand();
+                }
+                _ => panic!("no action {action}"),
+            }
+        }
+    }
+
     #[pg_test]
     fn key_matches_sqlx_vector() {
         let key = Spi::get_one::<i64>("SELECT pglock.key('my first Postgres advisory lock!')");

@@ -186,3 +186,53 @@ fn a_token_mode_hold_passes_between_a_session_and_a_prepared_transaction_with_no
         .unwrap();
     assert!(try_builtin(&mut client, "pg_try_advisory_lock", key));
 }
+
+/// What the pglock worker would do, done by a background worker: it prepares a transaction
+/// holding RowExclusiveLock beside a session's hold of the same mode (a hand-over), the key stays
+/// taken for the built-ins once the session lets go, and the worker's ROLLBACK PREPARED frees it.
+#[test]
+fn a_background_worker_prepares_and_finishes_a_token_mode_hold() {
+    let key = 7_220_003_i64;
+    let mut client = session();
+    clean_up(&mut client, "pglock-design-worker-");
+    let mut other = session();
+    assert!(take(&mut client, key, "RowExclusiveLock", true));
+    client
+        .execute(
+            "SELECT tests.two_phase_in_worker('prepare', $1, 'RowExclusiveLock', 'pglock-design-worker-1')",
+            &[&key],
+        )
+        .unwrap();
+    let prepared: i64 = other
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'pglock-design-worker-1'
+             AND database = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, 1, "the worker's transaction is prepared");
+    let released: bool = client
+        .query_one(
+            "SELECT tests.release_advisory_in_mode($1, 'RowExclusiveLock')",
+            &[&key],
+        )
+        .unwrap()
+        .get(0);
+    assert!(released);
+    assert!(
+        !try_builtin(&mut other, "pg_try_advisory_lock", key),
+        "held by the worker's transaction"
+    );
+    assert!(!try_builtin(&mut other, "pg_try_advisory_lock_shared", key));
+    client
+        .execute(
+            "SELECT tests.two_phase_in_worker('finish', $1, 'RowExclusiveLock', 'pglock-design-worker-1')",
+            &[&key],
+        )
+        .unwrap();
+    assert!(
+        try_builtin(&mut other, "pg_try_advisory_lock", key),
+        "free after ROLLBACK PREPARED"
+    );
+}
