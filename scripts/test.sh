@@ -84,7 +84,9 @@ standby_test() {
 # standby (tests/standby/failover.py). Both preload pglock, for the lease worker. The cluster
 # is gone afterwards: run it last.
 failover_test() {
-  start_standby -c shared_preload_libraries=pglock
+  # Prepared transactions on both (a standby needs at least the primary's number).
+  cluster_restart max_prepared_transactions=10
+  start_standby -c shared_preload_libraries=pglock -c max_prepared_transactions=10
   "$PGLOCK_CLUSTER_BINDIR/psql" -qX -c "ALTER SYSTEM SET synchronous_standby_names = '*'" \
     -c 'SELECT pg_reload_conf()' >/dev/null
   local tries=600

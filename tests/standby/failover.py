@@ -49,4 +49,27 @@ def stop_primary_and_promote():
     pg_ctl(standby_data, "promote", "-w")
 
 
+# The fact token-owned locks are to rest on (docs/design/token-locks.md, item 3): a prepared
+# transaction's advisory lock outlives the failover. It is prepared on the primary (PREPARE waits
+# for the synchronous standby), whose session then ends; after the promotion the new primary has
+# the prepared transaction, and its lock excludes the built-ins until ROLLBACK PREPARED.
+PREPARED_KEY, GID = 7_220_004, "pglock-design-failover"
+with psycopg.connect(primary, autocommit=True) as owner:
+    owner.execute("BEGIN")
+    owner.execute("SELECT pg_advisory_xact_lock(%s)", (PREPARED_KEY,))
+    owner.execute(f"PREPARE TRANSACTION '{GID}'")
+
 tell("failover", primary, both, stop_primary_and_promote)
+
+with psycopg.connect(both, autocommit=True) as promoted:
+    assert promoted.execute("SELECT count(*) FROM pg_prepared_xacts WHERE gid = %s",
+                            (GID,)).fetchone()[0] == 1, "the prepared transaction was lost"
+    holders = promoted.execute(
+        "SELECT pid, mode, granted FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+        "AND ((classid::bigint << 32) | objid::bigint) = %s", (PREPARED_KEY,)).fetchall()
+    assert holders == [(None, "ExclusiveLock", True)], holders
+    assert not promoted.execute("SELECT pg_try_advisory_lock(%s)",
+                                (PREPARED_KEY,)).fetchone()[0], "the prepared lock was lost"
+    promoted.execute(f"ROLLBACK PREPARED '{GID}'")
+    assert promoted.execute("SELECT pg_try_advisory_lock(%s)", (PREPARED_KEY,)).fetchone()[0]
+    print("failover: a prepared transaction's advisory lock held across the promotion")
