@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Usage: scripts/test.sh [MAJOR...]    (default: every version in pg-versions)
+# Usage: scripts/test.sh [--quick] [MAJOR...]    (default: every version in pg-versions)
+#
+# --quick is the inner loop: one version (15 unless given), sqlsmith for 15 s a seed, and no
+# failover, pg_auto_failover, Prometheus or packaging steps. .ci/run runs the whole suite.
+# Each step's duration is printed at the end of a run.
 #
 # Runs pglock's whole test suite against each PostgreSQL version:
 #   1. Rust tests (`cargo pgrx test`): unit tests, in-backend tests, and tests/sessions.rs,
@@ -32,8 +36,39 @@ source scripts/cluster.sh
 
 bash scripts/check-versions.sh
 
-majors=("$@")
-((${#majors[@]})) || majors=("${PGLOCK_VERSIONS[@]}")
+quick=
+majors=()
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=1 ;;
+    *) majors+=("$arg") ;;
+  esac
+done
+if ((${#majors[@]} == 0)); then
+  if [ -n "$quick" ]; then majors=(15); else majors=("${PGLOCK_VERSIONS[@]}"); fi
+fi
+[ -z "$quick" ] || export PGLOCK_SQLSMITH_SECONDS=${PGLOCK_SQLSMITH_SECONDS:-15}
+
+# step LABEL: logs the start of a step; the durations are printed by print_steps at the end.
+step_names=()
+step_seconds=()
+step_label="setup (tools, versions)"
+step_started=$SECONDS
+step() {
+  step_names+=("$step_label")
+  step_seconds+=($((SECONDS - step_started)))
+  step_label=$1
+  step_started=$SECONDS
+  log "$1"
+}
+print_steps() {
+  step "done"
+  local i
+  log "durations (total ${SECONDS} s):"
+  for i in "${!step_names[@]}"; do
+    printf '%6d s  %s\n' "${step_seconds[$i]}" "${step_names[$i]}" >&2
+  done
+}
 
 work=/tmp/pglock-test
 mkdir -p "$work"
@@ -122,62 +157,69 @@ for major in "${majors[@]}"; do
   pg_config=$(pg_config_for "$major")
   [ -x "$pg_config" ] || { log "PostgreSQL $major is not in pg-versions"; exit 2; }
 
-  log "PostgreSQL $major: Rust tests"
+  step "PostgreSQL $major: Rust tests"
   rm -rf "$work/pgrx-data-$major"  # a fresh test instance every run
   # RUST_BACKTRACE reaches the test server (pgrx passes RUST* variables on): errors must reach
   # clients without a Rust backtrace all the same (tests/interrupts.rs checks both).
   RUST_BACKTRACE=1 cargo pgrx test "pg$major" --runas postgres --pgdata "$work/pgrx-data-$major"
 
-  log "PostgreSQL $major: pg_regress"
+  step "PostgreSQL $major: pg_regress"
   scripts/install.sh --debug --pg-config "$pg_config"
   cluster_start "$pg_config"
   pgxs=$("$pg_config" --pkglibdir)/pgxs/src/test
   regress "$pgxs/regress/pg_regress" tests/pg_regress "$work/regress-$major" \
     --host="$PGHOST" --port="$PGPORT" --load-extension=pglock --dbname=pglock_regress $tests
 
-  log "PostgreSQL $major: isolation specs"
+  step "PostgreSQL $major: isolation specs"
   regress "$pgxs/isolation/pg_isolation_regress" tests/isolation "$work/isolation-$major" \
     --host="$PGHOST" --port="$PGPORT" --load-extension=pglock --dbname=pglock_isolation $specs
 
-  log "PostgreSQL $major: a streaming standby"
+  step "PostgreSQL $major: a streaming standby"
   standby_test "$pg_config"
 
-  log "PostgreSQL $major: examples"
-  psql_bin=$PGLOCK_CLUSTER_BINDIR/psql
-  "$psql_bin" -qX -c 'CREATE EXTENSION pglock'
-
-  log "PostgreSQL $major: interrupts serviced during timed waits (server log)"
+  step "PostgreSQL $major: interrupts serviced during timed waits (server log)"
+  "$PGLOCK_CLUSTER_BINDIR/psql" -qX -c 'CREATE EXTENSION pglock'
   tests/server/memory_contexts.sh
+
+  step "PostgreSQL $major: examples"
   PYTHON=$PGLOCK_PYTHON examples/run_all.sh
 
-  log "PostgreSQL $major: behind PgBouncer in transaction pooling mode"
+  step "PostgreSQL $major: behind PgBouncer in transaction pooling mode"
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh
 
-  log "PostgreSQL $major: random SQL from sqlsmith against every function"
+  step "PostgreSQL $major: random SQL from sqlsmith against every function"
   tests/server/sqlsmith.sh "$pg_config"
 
-  log "PostgreSQL $major: fencing tokens across a restart and a crash"
+  step "PostgreSQL $major: fencing tokens across a restart and a crash"
   tests/server/fencing_restart.sh
 
-  log "PostgreSQL $major: the lease worker across crash restarts"
+  step "PostgreSQL $major: the lease worker across crash restarts"
   cluster_restart shared_preload_libraries=pglock
   tests/server/leases_restart.sh
+  if [ -n "$quick" ]; then
+    cluster_stop
+    continue
+  fi
   if [ "$major" = 15 ]; then
-    log "PostgreSQL $major: Prometheus metrics through prometheus-postgres-exporter"
+    step "PostgreSQL $major: Prometheus metrics through prometheus-postgres-exporter"
     "$PGLOCK_PYTHON" tests/server/prometheus.py
   fi
 
-  log "PostgreSQL $major: fencing tokens and leases across failover to a synchronous standby"
+  step "PostgreSQL $major: fencing tokens and leases across failover to a synchronous standby"
   failover_test
   cluster_stop
 
   if [ "$major" = 15 ]; then
-    log "PostgreSQL $major: fencing tokens and leases across a pg_auto_failover failover"
+    step "PostgreSQL $major: fencing tokens and leases across a pg_auto_failover failover"
     tests/standby/pg_auto_failover.sh "$PGLOCK_PYTHON"
 
-    log "PostgreSQL $major: the Debian package"
+    step "PostgreSQL $major: the Debian package"
     tests/package/deb.sh
     scripts/install.sh --debug --pg-config "$pg_config"  # the source build back in place
+
+    step "the PGXN distribution"
+    tests/package/pgxn.sh
   fi
 done
-log "all tests passed on PostgreSQL ${majors[*]}"
+print_steps
+log "all tests passed on PostgreSQL ${majors[*]}${quick:+ (quick)}"
