@@ -581,3 +581,63 @@ fn a_name_the_readers_encoding_cannot_show_is_null_and_breaks_nothing() {
         .batch_execute("DROP DATABASE pglock_latin1_stats WITH (FORCE)")
         .unwrap();
 }
+
+/// wait_released takes nothing: pglock.stats counts its waits (a timeout, a wait that ended
+/// when the holder let go) and no acquisition or hold; an immediate return counts nothing; and
+/// the waiter keeps no hold and shows no name afterwards.
+#[test]
+fn wait_released_counts_its_waits_and_no_hold() {
+    let _serial = one_at_a_time();
+    let (mut holder, mut waiter, mut observer) = (session(), session(), session());
+    let name = "stats:wait-released";
+    reset(&mut observer, name);
+    let waiter_pid = pid(&mut waiter);
+    let free: bool = waiter
+        .query_one("SELECT pglock.wait_released($1)", &[&name])
+        .unwrap()
+        .get(0);
+    assert!(free, "a free name returns at once");
+    assert!(try_lock(&mut holder, name));
+    let timed_out: bool = waiter
+        .query_one("SELECT pglock.wait_released($1, '50 ms')", &[&name])
+        .unwrap()
+        .get(0);
+    assert!(!timed_out);
+    let wait = thread::spawn(move || {
+        let released: bool = waiter
+            .query_one("SELECT pglock.wait_released($1)", &[&name])
+            .unwrap()
+            .get(0);
+        (waiter, released)
+    });
+    wait_until_waiting(&mut observer, waiter_pid);
+    thread::sleep(Duration::from_millis(200));
+    assert!(unlock(&mut holder, name));
+    let (mut waiter, released) = wait.join().unwrap();
+    assert!(released);
+    assert_eq!(
+        row_of(&mut observer, name),
+        Some(Row {
+            acquisitions: 1,
+            waited: 1,
+            timeouts: 1,
+            session_holds: 1,
+            ..Row::default()
+        }),
+        "the holder's one acquisition and hold; the waiter's two waits"
+    );
+    let held: i64 = waiter
+        .query_one("SELECT count(*) FROM pglock.held()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+    assert_eq!(common::own_advisory_locks(&mut waiter), 0);
+    let names: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM pglock.lock_names() WHERE pid = $1",
+            &[&waiter_pid],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(names, 0, "the waiter's name went with its wait");
+}

@@ -58,6 +58,30 @@ impl<'a> LockRequest<'a> {
 
     /// Takes the lock in `scope`, waiting as `wait` says; false when not granted in time.
     pub fn acquire(&self, scope: Scope, wait: Wait) -> bool {
+        match self.take(scope, wait) {
+            Some(acquired) => {
+                registry::acquired(self.lock, scope, self.name.as_deref(), acquired);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits as `wait` says until the lock could be granted, and gives it back at once: a wait
+    /// for others to let go, not a hold. Statistics count the wait (waited, timed out, ended by
+    /// an ERROR, and for how long) or the busy try, and no acquisition or hold; the name shows
+    /// to other sessions only while the wait lasts.
+    pub fn wait_until_grantable(&self, wait: Wait) -> bool {
+        if self.take(Scope::Session, wait).is_none() {
+            return false;
+        }
+        self.lock.release(Scope::Session);
+        events::maybe_released(self.lock.key);
+        true
+    }
+
+    /// [`acquire`](Self::acquire) up to the grant, without recording it in the registry.
+    fn take(&self, scope: Scope, wait: Wait) -> Option<Acquired> {
         refuse_parallel_worker();
         refuse_on_standby();
         registry::ensure_room_for(self.lock);
@@ -69,7 +93,7 @@ impl<'a> LockRequest<'a> {
             Some(acquired) => acquired,
             None if matches!(wait, Wait::No) => {
                 events::busy(self.lock.key, self.name.as_deref());
-                return false;
+                return None;
             }
             None => {
                 // Waiters show their lock's name to other sessions too, until the wait ends
@@ -94,12 +118,11 @@ impl<'a> LockRequest<'a> {
                             local: None,
                         }
                     }
-                    Outcome::TimedOut => return false,
+                    Outcome::TimedOut => return None,
                 }
             }
         };
-        registry::acquired(self.lock, scope, self.name.as_deref(), acquired);
-        true
+        Some(acquired)
     }
 
     /// Gives back one session hold; false when the session has none.

@@ -8,18 +8,12 @@ use crate::backend;
 use crate::lock::manager::{AdvisoryLock, Mode, Scope};
 use crate::lock::wait::Wait;
 use crate::names::name::LockName;
-use crate::session::registry;
 use crate::session::request::LockRequest;
 
 /// Waits in the lock manager's queue until `mode` can be granted, then gives it back at once.
 fn wait_until_grantable(name: Option<LockName>, timeout: Option<Interval>, mode: Mode) -> bool {
     let wait = Wait::from_timeout(timeout);
-    let request = LockRequest::named(name, mode);
-    if !request.acquire(Scope::Session, wait) {
-        return false;
-    }
-    registry::release_hold(request.lock, Scope::Session);
-    true
+    LockRequest::named(name, mode).wait_until_grantable(wait)
 }
 
 /// Waits until nobody holds `name` exclusively; takes nothing. True if that happened in time.
