@@ -24,6 +24,17 @@ fn take(client: &mut Client, key: i64, mode: &str, session_level: bool) -> bool 
         .get(0)
 }
 
+/// Gives back one session-scope RowExclusiveLock hold taken by `take`; true if there was one.
+fn release(client: &mut Client, key: i64) -> bool {
+    client
+        .query_one(
+            "SELECT tests.release_advisory_in_mode($1, 'RowExclusiveLock')",
+            &[&key],
+        )
+        .unwrap()
+        .get(0)
+}
+
 fn try_builtin(client: &mut Client, function: &str, key: i64) -> bool {
     let got: bool = client
         .query_one(&format!("SELECT {function}($1)"), &[&key])
@@ -156,13 +167,7 @@ fn a_token_mode_hold_passes_between_a_session_and_a_prepared_transaction_with_no
         worker
             .batch_execute(&format!("PREPARE TRANSACTION '{gid}'"))
             .unwrap();
-        let released: bool = client
-            .query_one(
-                "SELECT tests.release_advisory_in_mode($1, 'RowExclusiveLock')",
-                &[&key],
-            )
-            .unwrap()
-            .get(0);
+        let released = release(&mut client, key);
         assert!(released, "round {round}");
         // And back: the client takes it again beside the prepared holder, which then ends.
         assert!(
@@ -178,12 +183,7 @@ fn a_token_mode_hold_passes_between_a_session_and_a_prepared_transaction_with_no
         tries >= 100,
         "the prober ran during the hand-overs ({tries} tries)"
     );
-    client
-        .query_one(
-            "SELECT tests.release_advisory_in_mode($1, 'RowExclusiveLock')",
-            &[&key],
-        )
-        .unwrap();
+    assert!(release(&mut client, key));
     assert!(try_builtin(&mut client, "pg_try_advisory_lock", key));
 }
 
@@ -212,13 +212,7 @@ fn a_background_worker_prepares_and_finishes_a_token_mode_hold() {
         .unwrap()
         .get(0);
     assert_eq!(prepared, 1, "the worker's transaction is prepared");
-    let released: bool = client
-        .query_one(
-            "SELECT tests.release_advisory_in_mode($1, 'RowExclusiveLock')",
-            &[&key],
-        )
-        .unwrap()
-        .get(0);
+    let released = release(&mut client, key);
     assert!(released);
     assert!(
         !try_builtin(&mut other, "pg_try_advisory_lock", key),

@@ -41,10 +41,54 @@ unsafe fn wait_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Wait {
     Wait::from_timeout(unsafe { arg::<Interval>(fcinfo, n) })
 }
 
+/// What a call's first argument is: a name (text) or a key (bigint).
+#[derive(Clone, Copy)]
+enum By {
+    Name,
+    Key,
+}
+
+/// The exclusive lock the call's first argument names.
+///
+/// # Safety
+/// As for [`arg`], with argument 0 of the type `by` says.
+unsafe fn request<'a>(fcinfo: pg_sys::FunctionCallInfo, by: By) -> LockRequest<'a> {
+    // SAFETY: as the caller promises.
+    unsafe {
+        match by {
+            By::Name => LockRequest::named(arg::<LockName>(fcinfo, 0), Mode::Exclusive),
+            By::Key => LockRequest::keyed(arg::<i64>(fcinfo, 0), Mode::Exclusive),
+        }
+    }
+}
+
+/// try_lock / lock / try_xact_lock / xact_lock: takes the lock in `scope`, waiting as argument
+/// 1 (`timeout interval DEFAULT NULL`) says when `timed`, else trying once.
+///
+/// # Safety
+/// As for [`request`], and with argument 1 an interval when `timed`.
+unsafe fn acquire(fcinfo: pg_sys::FunctionCallInfo, by: By, scope: Scope, timed: bool) -> bool {
+    // SAFETY: as the caller promises.
+    let (request, wait) = unsafe {
+        let request = request(fcinfo, by);
+        (request, if timed { wait_arg(fcinfo, 1) } else { Wait::No })
+    };
+    request.acquire(scope, wait)
+}
+
+/// unlock: gives back one session hold.
+///
+/// # Safety
+/// As for [`request`].
+unsafe fn release(fcinfo: pg_sys::FunctionCallInfo, by: By) -> bool {
+    // SAFETY: as the caller promises.
+    unsafe { request(fcinfo, by) }.release()
+}
+
 /// One entry point: the V1 info function fmgr looks for, and the function itself, returning
-/// the boolean `$body` (an unsafe fn of the call's fcinfo) computes.
+/// the boolean `$action(fcinfo, $args...)` computes.
 macro_rules! entry_point {
-    ($finfo:ident, $symbol:ident, $body:ident) => {
+    ($finfo:ident, $symbol:ident, $action:ident($($args:expr),*)) => {
         #[no_mangle]
         #[doc(hidden)]
         pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
@@ -59,135 +103,60 @@ macro_rules! entry_point {
         #[pg_guard]
         pub unsafe extern "C-unwind" fn $symbol(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
             // SAFETY: fmgr's call, with the arguments declared below.
-            pg_sys::Datum::from(unsafe { $body(fcinfo) })
+            pg_sys::Datum::from(unsafe { $action(fcinfo, $($args),*) })
         }
     };
-}
-
-// Session scope.
-
-/// # Safety
-/// See [`arg`].
-unsafe fn try_lock_name(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let name = unsafe { arg::<LockName>(fcinfo, 0) };
-    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Session, Wait::No)
 }
 
 entry_point!(
     pg_finfo_try_lock_name_wrapper,
     try_lock_name_wrapper,
-    try_lock_name
+    acquire(By::Name, Scope::Session, false)
 );
-
-/// # Safety
-/// See [`arg`].
-unsafe fn try_lock_key(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let key = unsafe { arg::<i64>(fcinfo, 0) };
-    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Session, Wait::No)
-}
-
 entry_point!(
     pg_finfo_try_lock_key_wrapper,
     try_lock_key_wrapper,
-    try_lock_key
+    acquire(By::Key, Scope::Session, false)
 );
-
-/// # Safety
-/// See [`arg`].
-unsafe fn lock_name(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let name = unsafe { arg::<LockName>(fcinfo, 0) };
-    let wait = unsafe { wait_arg(fcinfo, 1) };
-    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Session, wait)
-}
-
-entry_point!(pg_finfo_lock_name_wrapper, lock_name_wrapper, lock_name);
-
-/// # Safety
-/// See [`arg`].
-unsafe fn lock_key(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let key = unsafe { arg::<i64>(fcinfo, 0) };
-    let wait = unsafe { wait_arg(fcinfo, 1) };
-    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Session, wait)
-}
-
-entry_point!(pg_finfo_lock_key_wrapper, lock_key_wrapper, lock_key);
-
-/// # Safety
-/// See [`arg`].
-unsafe fn unlock_name(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let name = unsafe { arg::<LockName>(fcinfo, 0) };
-    LockRequest::named(name, Mode::Exclusive).release()
-}
-
+entry_point!(
+    pg_finfo_lock_name_wrapper,
+    lock_name_wrapper,
+    acquire(By::Name, Scope::Session, true)
+);
+entry_point!(
+    pg_finfo_lock_key_wrapper,
+    lock_key_wrapper,
+    acquire(By::Key, Scope::Session, true)
+);
 entry_point!(
     pg_finfo_unlock_name_wrapper,
     unlock_name_wrapper,
-    unlock_name
+    release(By::Name)
 );
-
-/// # Safety
-/// See [`arg`].
-unsafe fn unlock_key(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let key = unsafe { arg::<i64>(fcinfo, 0) };
-    LockRequest::keyed(key, Mode::Exclusive).release()
-}
-
-entry_point!(pg_finfo_unlock_key_wrapper, unlock_key_wrapper, unlock_key);
-
-// Transaction scope.
-
-/// # Safety
-/// See [`arg`].
-unsafe fn try_xact_lock_name(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let name = unsafe { arg::<LockName>(fcinfo, 0) };
-    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
-}
-
+entry_point!(
+    pg_finfo_unlock_key_wrapper,
+    unlock_key_wrapper,
+    release(By::Key)
+);
 entry_point!(
     pg_finfo_try_xact_lock_name_wrapper,
     try_xact_lock_name_wrapper,
-    try_xact_lock_name
+    acquire(By::Name, Scope::Transaction, false)
 );
-
-/// # Safety
-/// See [`arg`].
-unsafe fn try_xact_lock_key(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let key = unsafe { arg::<i64>(fcinfo, 0) };
-    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, Wait::No)
-}
-
 entry_point!(
     pg_finfo_try_xact_lock_key_wrapper,
     try_xact_lock_key_wrapper,
-    try_xact_lock_key
+    acquire(By::Key, Scope::Transaction, false)
 );
-
-/// # Safety
-/// See [`arg`].
-unsafe fn xact_lock_name(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let name = unsafe { arg::<LockName>(fcinfo, 0) };
-    let wait = unsafe { wait_arg(fcinfo, 1) };
-    LockRequest::named(name, Mode::Exclusive).acquire(Scope::Transaction, wait)
-}
-
 entry_point!(
     pg_finfo_xact_lock_name_wrapper,
     xact_lock_name_wrapper,
-    xact_lock_name
+    acquire(By::Name, Scope::Transaction, true)
 );
-
-/// # Safety
-/// See [`arg`].
-unsafe fn xact_lock_key(fcinfo: pg_sys::FunctionCallInfo) -> bool {
-    let key = unsafe { arg::<i64>(fcinfo, 0) };
-    let wait = unsafe { wait_arg(fcinfo, 1) };
-    LockRequest::keyed(key, Mode::Exclusive).acquire(Scope::Transaction, wait)
-}
-
 entry_point!(
     pg_finfo_xact_lock_key_wrapper,
     xact_lock_key_wrapper,
-    xact_lock_key
+    acquire(By::Key, Scope::Transaction, true)
 );
 
 extension_sql!(
