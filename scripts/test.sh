@@ -15,7 +15,8 @@
 #   3. a streaming standby made with pg_basebackup (tests/standby), with a recovery conflict
 #      during a wait;
 #   4. examples/: go-pglock's use cases as runnable Python scripts that assert their outcome,
-#      the Go client's tests (clients/go), and tests/server: checks that read the server log;
+#      the clients' tests (clients/go, clients/python), and tests/server: checks that read the
+#      server log;
 #   5. PgBouncer in transaction pooling mode in front of the cluster (tests/pgbouncer/pooler.sh),
 #      and random SQL from sqlsmith against a cluster of its own (tests/server/sqlsmith.sh;
 #      PGLOCK_SQLSMITH_SECONDS=600 soaks);
@@ -184,8 +185,9 @@ for major in "${majors[@]}"; do
   step "PostgreSQL $major: examples"
   PYTHON=$PGLOCK_PYTHON examples/run_all.sh
 
-  step "PostgreSQL $major: the Go client (clients/go)"
+  step "PostgreSQL $major: the clients (clients/go, clients/python)"
   clients/go/test.sh
+  PYTHONPATH=clients/python "$PGLOCK_PYTHON" clients/python/test_pglock.py
 
   step "PostgreSQL $major: behind PgBouncer in transaction pooling mode"
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh

@@ -1,0 +1,108 @@
+"""The Python client against a real server (libpq environment: PGHOST, PGPORT, PGUSER; pglock
+created in the database). Run by scripts/test.sh; every check asserts, and a worker thread's
+exception fails the run."""
+
+import threading
+import time
+
+import psycopg
+
+import pglock
+
+
+def connect():
+    return psycopg.connect(autocommit=True)
+
+
+def held(conn, name):
+    return conn.execute("SELECT coalesce(sum(depth), 0) FROM pglock.held() WHERE name = %s",
+                        (name,)).fetchone()[0]
+
+
+def test_lock_holds_for_the_block_and_releases_on_an_exception():
+    a, b = connect(), connect()
+    with pglock.lock(a, "py:block", timeout=1):
+        assert held(a, "py:block") == 1
+        with pglock.try_lock(b, "py:block") as acquired:
+            assert acquired is False
+    assert held(a, "py:block") == 0
+    try:
+        with pglock.lock(a, "py:block"):
+            raise ValueError("work failed")
+    except ValueError:
+        pass
+    assert held(a, "py:block") == 0, "released on the way out of a failed block"
+
+
+def test_a_timeout_raises_lock_not_acquired_and_takes_nothing():
+    a, b = connect(), connect()
+    with pglock.lock(a, "py:timeout"):
+        started = time.monotonic()
+        try:
+            with pglock.lock(b, "py:timeout", timeout=0.1):
+                raise AssertionError("granted while held elsewhere")
+        except pglock.LockNotAcquired:
+            pass
+        assert time.monotonic() - started < 20
+    assert held(b, "py:timeout") == 0
+
+
+def test_shared_locks_coexist_and_exclude_an_exclusive_one():
+    a, b, c = connect(), connect(), connect()
+    with pglock.lock(a, "py:shared", shared=True), pglock.lock(b, "py:shared", shared=True):
+        with pglock.try_lock(c, "py:shared") as acquired:
+            assert acquired is False
+    with pglock.try_lock(c, "py:shared") as acquired:
+        assert acquired is True
+
+
+def test_xact_lock_lasts_until_the_transaction_ends():
+    a, b = connect(), connect()
+    with a.transaction():
+        pglock.xact_lock(a, "py:xact", timeout=1)
+        with pglock.try_lock(b, "py:xact") as acquired:
+            assert acquired is False
+    with pglock.try_lock(b, "py:xact") as acquired:
+        assert acquired is True
+
+
+def test_the_key_is_the_advisory_lock_of_the_name():
+    a, b = connect(), connect()
+    with pglock.lock(a, "py:key"):
+        k = pglock.key(b, "py:key")
+        assert b.execute("SELECT pg_try_advisory_lock(%s)", (k,)).fetchone()[0] is False
+
+
+def test_workers_take_turns():
+    count, inside, most, errors = [0], [0], [0], []
+    guard = threading.Lock()
+
+    def worker():
+        try:
+            conn = connect()
+            for _ in range(20):
+                with pglock.lock(conn, "py:turns", timeout=30):
+                    with guard:
+                        inside[0] += 1
+                        most[0] = max(most[0], inside[0])
+                    time.sleep(0.001)
+                    with guard:
+                        inside[0] -= 1
+                        count[0] += 1
+        except BaseException as error:  # a worker's failure fails the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert most[0] == 1 and count[0] == 120, (most, count)
+
+
+if __name__ == "__main__":
+    tests = [value for name, value in sorted(globals().items()) if name.startswith("test_")]
+    for test in tests:
+        test()
+    print(f"python client: {len(tests)} tests passed")
