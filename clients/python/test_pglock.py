@@ -14,6 +14,12 @@ def connect():
     return psycopg.connect(autocommit=True)
 
 
+def free_for(conn, name):
+    """Whether `conn` can take `name` right now (a try, given back at once)."""
+    with pglock.try_lock(conn, name) as acquired:
+        return acquired
+
+
 def held(conn, name):
     return conn.execute("SELECT coalesce(sum(depth), 0) FROM pglock.held() WHERE name = %s",
                         (name,)).fetchone()[0]
@@ -50,20 +56,16 @@ def test_a_timeout_raises_lock_not_acquired_and_takes_nothing():
 def test_shared_locks_coexist_and_exclude_an_exclusive_one():
     a, b, c = connect(), connect(), connect()
     with pglock.lock(a, "py:shared", shared=True), pglock.lock(b, "py:shared", shared=True):
-        with pglock.try_lock(c, "py:shared") as acquired:
-            assert acquired is False
-    with pglock.try_lock(c, "py:shared") as acquired:
-        assert acquired is True
+        assert free_for(c, "py:shared") is False
+    assert free_for(c, "py:shared") is True
 
 
 def test_xact_lock_lasts_until_the_transaction_ends():
     a, b = connect(), connect()
     with a.transaction():
         pglock.xact_lock(a, "py:xact", timeout=1)
-        with pglock.try_lock(b, "py:xact") as acquired:
-            assert acquired is False
-    with pglock.try_lock(b, "py:xact") as acquired:
-        assert acquired is True
+        assert free_for(b, "py:xact") is False
+    assert free_for(b, "py:xact") is True
 
 
 def test_the_key_is_the_advisory_lock_of_the_name():
