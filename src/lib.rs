@@ -69,6 +69,15 @@ mod tests {
         );
     }
 
+    /// The built-ins' advisory tag of `key` (pg_advisory_lock's).
+    fn key_tag(key: i64) -> pgrx::pg_sys::LOCKTAG {
+        crate::lock::manager::AdvisoryLock {
+            key,
+            mode: crate::lock::manager::Mode::Exclusive,
+        }
+        .tag()
+    }
+
     /// The lock mode a test names.
     fn lockmode(mode: &str) -> pgrx::pg_sys::LOCKMODE {
         (match mode {
@@ -82,11 +91,7 @@ mod tests {
     /// session or transaction scope, without waiting; true if granted. (Only in test builds.)
     #[pg_extern]
     fn take_advisory_in_mode(key: i64, mode: &str, session_level: bool) -> bool {
-        let tag = crate::lock::manager::AdvisoryLock {
-            key,
-            mode: crate::lock::manager::Mode::Exclusive,
-        }
-        .tag();
+        let tag = key_tag(key);
         // SAFETY: a valid tag and mode; an ERROR propagates through pgrx's guard.
         unsafe {
             pgrx::pg_sys::LockAcquire(&tag, lockmode(mode), session_level, true)
@@ -98,11 +103,7 @@ mod tests {
     /// take_advisory_in_mode. (Only in test builds.)
     #[pg_extern]
     fn release_advisory_in_mode(key: i64, mode: &str) -> bool {
-        let tag = crate::lock::manager::AdvisoryLock {
-            key,
-            mode: crate::lock::manager::Mode::Exclusive,
-        }
-        .tag();
+        let tag = key_tag(key);
         // SAFETY: as above; LockRelease warns and returns false when nothing is held.
         unsafe { pgrx::pg_sys::LockRelease(&tag, lockmode(mode), true) }
     }
@@ -152,11 +153,7 @@ mod tests {
         BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
         let key: i64 = key.parse().expect("a key");
         let gid = std::ffi::CString::new(gid).expect("a gid without NUL");
-        let tag = crate::lock::manager::AdvisoryLock {
-            key,
-            mode: crate::lock::manager::Mode::Exclusive,
-        }
-        .tag();
+        let tag = key_tag(key);
         // SAFETY: the calls postgres.c makes for these statements, in the same order, in a
         // worker connected to a database; an ERROR ends the worker (the test sees the result).
         unsafe {

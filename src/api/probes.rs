@@ -57,11 +57,11 @@ unsafe fn first_bigint(fcinfo: pg_sys::FunctionCallInfo) -> i64 {
     unsafe { (*fcinfo).args.as_slice(1)[0].value.value() as i64 }
 }
 
-/// A V1 function `pglock_probe_$name` returning `$body(key)` as a boolean; with `guarded`,
-/// behind `#[pg_guard]` (an ERROR or panic inside reaches the client as an ERROR), which is what
-/// a hand-written entry point for real use needs.
+/// A V1 function `pglock_probe_$name` returning `$body(key)` as a boolean. Given
+/// `#[pg_guard]` first, it runs behind pgrx's guard (an ERROR or panic inside reaches the
+/// client as an ERROR), which is what a hand-written entry point for real use needs.
 macro_rules! v1_probe {
-    (guarded $finfo:ident, $name:ident, $body:expr) => {
+    ($(#[$guard:meta])? $finfo:ident, $name:ident, $body:expr) => {
         #[no_mangle]
         pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
             static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
@@ -71,24 +71,7 @@ macro_rules! v1_probe {
         /// # Safety
         /// Called by PostgreSQL's fmgr with one bigint argument.
         #[no_mangle]
-        #[pg_guard]
-        pub unsafe extern "C-unwind" fn $name(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-            // SAFETY: fmgr's call of a STRICT function of one bigint.
-            let key = unsafe { first_bigint(fcinfo) };
-            let body: fn(i64) -> bool = $body;
-            pg_sys::Datum::from(body(key))
-        }
-    };
-    ($finfo:ident, $name:ident, $body:expr) => {
-        #[no_mangle]
-        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
-            static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-            &V1
-        }
-
-        /// # Safety
-        /// Called by PostgreSQL's fmgr with one bigint argument.
-        #[no_mangle]
+        $(#[$guard])?
         pub unsafe extern "C-unwind" fn $name(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
             // SAFETY: fmgr's call of a STRICT function of one bigint.
             let key = unsafe { first_bigint(fcinfo) };
@@ -119,12 +102,14 @@ v1_probe!(
     |key| LockRequest::keyed(Some(key), Mode::Exclusive).release()
 );
 v1_probe!(
-    guarded pg_finfo_pglock_probe_try_lock_bare_guarded_v1,
+    #[pg_guard]
+    pg_finfo_pglock_probe_try_lock_bare_guarded_v1,
     pglock_probe_try_lock_bare_guarded_v1,
     bare_try_lock
 );
 v1_probe!(
-    guarded pg_finfo_pglock_probe_unlock_bare_guarded_v1,
+    #[pg_guard]
+    pg_finfo_pglock_probe_unlock_bare_guarded_v1,
     pglock_probe_unlock_bare_guarded_v1,
     bare_unlock
 );

@@ -192,11 +192,12 @@ pub fn acquired(lock: AdvisoryLock, scope: Scope, name: Option<&str>, acquired: 
         }
         // A new hold's name (or none) is the name; a later call by name names a hold taken
         // by key. (Compared first, so that taking the same name again allocates nothing.)
-        let mut named_now = new_hold && name.is_some();
-        if (new_hold || entry.name.is_none()) && entry.name.as_deref() != name {
+        let renamed = (new_hold || entry.name.is_none()) && entry.name.as_deref() != name;
+        if renamed {
             entry.name = name.map(Box::from);
-            named_now = name.is_some();
         }
+        // The name to show to others: a new hold's, or a hold's first.
+        let named_now = name.is_some() && (new_hold || renamed);
         let since = entry.since_mut(scope);
         // A depth of one in this scope means this acquisition began the hold in this scope.
         let began = (holds.in_scope(scope) == 1 || since.is_none()).then(backend::now);

@@ -75,8 +75,7 @@ impl<'a> LockRequest<'a> {
         if self.take(Scope::Session, wait).is_none() {
             return false;
         }
-        self.lock.release(Scope::Session);
-        events::maybe_released(self.lock.key);
+        registry::release_hold(self.lock, Scope::Session);
         true
     }
 
