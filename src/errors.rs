@@ -348,3 +348,124 @@ pub fn too_many_leases(capacity: usize) -> ! {
         .set_hint("Raise pglock.max_leases (needs a restart), or release locks whose leases are no longer needed."),
     )
 }
+
+pub fn token_locks_need_preload() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pglock token-owned locks must be loaded via \"shared_preload_libraries\"",
+            function_name!(),
+        )
+        .set_detail("Token-owned locks are kept in shared memory and served by pglock's token worker.")
+        .set_hint("Add pglock to shared_preload_libraries, set max_prepared_transactions above 0, and restart the server."),
+    )
+}
+
+pub fn token_locks_on_standby() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "cannot use a token-owned lock on a hot standby",
+            function_name!(),
+        )
+        .set_detail(
+            "Token-owned locks are prepared transactions, which only the primary makes and ends.",
+        )
+        .set_hint("Connect to the primary."),
+    )
+}
+
+pub fn token_locks_need_prepared_transactions() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "token-owned locks need prepared transactions",
+            function_name!(),
+        )
+        .set_detail("Each token-owned lock is held by a prepared transaction, and max_prepared_transactions is 0.")
+        .set_hint("Set max_prepared_transactions to at least pglock.max_token_locks and restart the server."),
+    )
+}
+
+pub fn token_worker_not_running(database: &str) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pglock's token worker is not running",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "The worker connects to database \"{database}\" (pglock.token_database) and serves token-owned locks from there."
+        ))
+        .set_hint("If the server has just started, try again in a moment; otherwise see the server log for why the worker stopped."),
+    )
+}
+
+pub fn too_many_token_locks(count: usize, cap: usize, per_role: bool) -> ! {
+    let (message, detail) = if per_role {
+        (
+            "too many token-owned locks for this role",
+            format!("The role holds or awaits {count} token-owned locks; pglock.max_token_locks_per_role is {cap}."),
+        )
+    } else {
+        (
+            "too many token-owned locks",
+            format!("The server holds or awaits {count} token-owned locks, the most that pglock.max_token_locks and max_prepared_transactions allow ({cap})."),
+        )
+    };
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            message,
+            function_name!(),
+        )
+        .set_detail(detail)
+        .set_hint("Release token-owned locks that are no longer needed, or raise the setting."),
+    )
+}
+
+pub fn token_lock_failed() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pglock's token worker could not take the lock",
+            function_name!(),
+        )
+        .set_detail("The worker's error is in the server log.")
+        .set_hint("A common cause is max_prepared_transactions set below pglock.max_token_locks."),
+    )
+}
+
+pub fn no_worker_for_token_wait() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            "no background worker slot for a token-owned lock's wait",
+            function_name!(),
+        )
+        .set_detail("While a token-owned lock is taken, each acquire that waits for it uses one background worker, and max_worker_processes are all in use.")
+        .set_hint("Raise max_worker_processes, or wait with a timeout of 0 and try again later."),
+    )
+}
+
+pub fn null_ttl() -> ! {
+    raise(ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        "ttl must not be null",
+        function_name!(),
+    ))
+}
+
+pub fn ttl_out_of_range(ttl_s: f64, max_s: i64) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "ttl is out of range",
+            function_name!(),
+        )
+        .set_detail(format!(
+            "The ttl is {ttl_s} s; it must be at least 1 s and at most pglock.token_max_hold ({max_s} s)."
+        ))
+        .set_hint("Give the time within which the holder will renew or release, for example '30 seconds'."),
+    )
+}

@@ -204,8 +204,11 @@ pub mod pg_test {
             // lease fills the table.
             "max_locks_per_transaction = 256",
             "pglock.max_leases = 10001",
-            // tests/token_design.rs prepares transactions.
-            "max_prepared_transactions = 10",
+            // tests/token_design.rs prepares transactions, and tests/token_locks.rs holds
+            // token-owned locks (each a prepared transaction; each wait a worker process).
+            "max_prepared_transactions = 40",
+            "pglock.max_token_locks = 30",
+            "max_worker_processes = 40",
         ]
     }
 }

@@ -28,6 +28,19 @@ static STATS_MAX: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// pglock.track (defined only when preloaded).
 static TRACK: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// pglock.max_token_locks (defined only when preloaded).
+static MAX_TOKEN_LOCKS: GucSetting<i32> = GucSetting::<i32>::new(64);
+
+/// pglock.max_token_locks_per_role (defined only when preloaded; 0: only the overall cap).
+static MAX_TOKEN_LOCKS_PER_ROLE: GucSetting<i32> = GucSetting::<i32>::new(0);
+
+/// pglock.token_max_hold, in seconds (defined only when preloaded).
+static TOKEN_MAX_HOLD: GucSetting<i32> = GucSetting::<i32>::new(3600);
+
+/// pglock.token_database (defined only when preloaded).
+static TOKEN_DATABASE: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
+
 /// What the lease worker does when a lease runs out.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LeaseAction {
@@ -123,11 +136,75 @@ pub fn init_preloaded() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pglock.max_token_locks",
+        c"Sets how many locks owned by a token (pglock.acquire) the server can hold at once.",
+        c"Each token-owned lock is a prepared transaction, so max_prepared_transactions must allow as many. Each entry takes about 1.3 kB of shared memory. 0 turns token-owned locks off, and with them the token worker. Needs pglock in shared_preload_libraries and a restart.",
+        &MAX_TOKEN_LOCKS,
+        0,
+        10_000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pglock.max_token_locks_per_role",
+        c"Sets how many locks owned by a token one role may hold at once.",
+        c"Counts the locks taken by the role that called pglock.acquire. 0 (the default) leaves only the overall cap, pglock.max_token_locks.",
+        &MAX_TOKEN_LOCKS_PER_ROLE,
+        0,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pglock.token_max_hold",
+        c"Sets the longest time a lock owned by a token is held, renewals included.",
+        c"A token-owned lock is a prepared transaction, whose transaction ID holds back vacuum's horizon for as long as the lock is held; this bounds that time. A TTL may not exceed it, and no renewal extends a hold past it.",
+        &TOKEN_MAX_HOLD,
+        1,
+        7 * 24 * 3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"pglock.token_database",
+        c"Sets the database in which the token worker prepares the transactions that hold token-owned locks.",
+        c"The locks themselves are in each caller's database; a prepared transaction can only be finished from the database it was prepared in, so the worker uses this one for all of them. Needs a restart.",
+        &TOKEN_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
 }
 
 /// How many leases the server's lease table holds (0: no table, no worker).
 pub fn max_leases() -> usize {
     MAX_LEASES.get().max(0) as usize
+}
+
+/// How many token-owned locks the server's table holds (0: no table, no worker).
+pub fn max_token_locks() -> usize {
+    MAX_TOKEN_LOCKS.get().max(0) as usize
+}
+
+/// The cap on token-owned locks per role (None: only the overall cap).
+pub fn max_token_locks_per_role() -> Option<usize> {
+    match MAX_TOKEN_LOCKS_PER_ROLE.get() {
+        0 => None,
+        cap => Some(cap as usize),
+    }
+}
+
+/// The longest a token-owned lock is held, in microseconds.
+pub fn token_max_hold_us() -> i64 {
+    TOKEN_MAX_HOLD.get() as i64 * 1_000_000
+}
+
+/// The database the token worker connects to.
+pub fn token_database() -> String {
+    TOKEN_DATABASE
+        .get()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "postgres".to_owned())
 }
 
 /// How many locks the statistics table holds.

@@ -140,19 +140,21 @@ fn lock_names(
 extension_sql!(
     r#"
 CREATE VIEW locks AS
-SELECT names.name,
+SELECT COALESCE(names.name, owned.name) AS name,
        l.key,
        l.mode,
        l.granted,
        l.pid,
-       activity.application_name,
-       activity.client_addr,
+       COALESCE(activity.application_name, owned.application_name) AS application_name,
+       COALESCE(activity.client_addr, owned.client_addr::pg_catalog.inet) AS client_addr,
        activity.state,
        l.waitstart AS waiting_since,
        CASE WHEN NOT l.granted
             THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) l.waitstart END AS wait_duration,
        CASE WHEN NOT l.granted THEN pg_catalog.pg_blocking_pids(l.pid) END AS blocked_by,
-       lease.expires_at AS lease_expires_at
+       COALESCE(lease.expires_at, owned.expires_at) AS lease_expires_at,
+       owned.token,
+       pg_catalog.pg_get_userbyid(owned.role) AS token_role
 FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
                OPERATOR(pg_catalog.|) lk.objid::pg_catalog.int8 AS key,
              CASE WHEN lk.objsubid OPERATOR(pg_catalog.=) 3 THEN 'upgradeable'
@@ -166,7 +168,7 @@ FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
                   WHEN lk.mode OPERATOR(pg_catalog.=) 'ShareLock' THEN 'shared'
                   WHEN lk.mode OPERATOR(pg_catalog.=) 'RowShareLock' THEN 'upgradeable'
                   ELSE lk.mode END AS mode,
-             lk.granted, lk.pid, lk.waitstart
+             lk.granted, lk.pid, lk.waitstart, lk.virtualtransaction
       FROM pg_catalog.pg_locks lk
       WHERE lk.locktype OPERATOR(pg_catalog.=) 'advisory'
         AND (lk.objsubid OPERATOR(pg_catalog.=) 1
@@ -183,11 +185,18 @@ LEFT JOIN @extschema@.lock_names() names
 LEFT JOIN @extschema@.leases() lease
        ON lease.pid OPERATOR(pg_catalog.=) l.pid AND lease.key OPERATOR(pg_catalog.=) l.key
       AND l.granted
-      AND l.mode OPERATOR(pg_catalog.=) ANY (ARRAY['exclusive', 'shared', 'upgradeable']);
+      AND l.mode OPERATOR(pg_catalog.=) ANY (ARRAY['exclusive', 'shared', 'upgradeable'])
+LEFT JOIN (SELECT o.*, x.virtualtransaction
+           FROM @extschema@.token_locks() o
+           JOIN pg_catalog.pg_locks x
+             ON x.locktype OPERATOR(pg_catalog.=) 'transactionid'
+            AND x.transactionid::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.=) o.xid) owned
+       ON l.pid IS NULL AND l.granted AND owned.key OPERATOR(pg_catalog.=) l.key
+      AND l.virtualtransaction OPERATOR(pg_catalog.=) owned.virtualtransaction;
 
-COMMENT ON VIEW locks IS 'Every bigint-keyspace advisory lock in this database, held or awaited, with its name where known.';
+COMMENT ON VIEW locks IS 'Every bigint-keyspace advisory lock in this database, held or awaited, with its name where known; token-owned locks (no pid) with their token, role and expiry.';
 GRANT SELECT ON locks TO PUBLIC;
 "#,
     name = "locks_view",
-    requires = [lock_names, leases::leases],
+    requires = [lock_names, leases::leases, owned::token_locks],
 );

@@ -12,6 +12,7 @@ use crate::settings::{self, LeaseAction};
 use crate::shared::leases;
 use crate::shared::memory;
 use crate::shared::name_map;
+use crate::shared::owned;
 use crate::shared::stats;
 
 #[derive(Serialize)]
@@ -35,6 +36,27 @@ struct Status {
     /// The statistics table behind pglock.stats; null without preloading.
     stats: Option<Stats>,
     fencing: Fencing,
+    /// Locks owned by a token; null without preloading or with pglock.max_token_locks = 0.
+    token_locks: Option<TokenLocks>,
+}
+
+#[derive(Serialize)]
+struct TokenLocks {
+    /// Held now, each by a prepared transaction (one xid each).
+    held: usize,
+    /// Acquires waiting now, each in a waiter process (one background worker each).
+    waiting: usize,
+    /// pglock.max_token_locks.
+    capacity: usize,
+    max_prepared_transactions: Option<i32>,
+    /// pglock.max_token_locks_per_role (null: only the overall cap).
+    max_per_role: Option<usize>,
+    /// pglock.token_max_hold in seconds: the longest any of them holds back vacuum's horizon.
+    max_hold_seconds: i64,
+    /// The age of the oldest one, in seconds: how far back it holds vacuum's horizon now.
+    oldest_hold_seconds: Option<f64>,
+    database: String,
+    worker_running: bool,
 }
 
 #[derive(Serialize)]
@@ -174,6 +196,24 @@ fn status() -> JsonB {
                 "one record per token"
             },
         },
+        token_locks: None,
+    };
+    let status = Status {
+        token_locks: owned::occupancy().map(|occupancy| TokenLocks {
+            held: occupancy.held,
+            waiting: occupancy.waiting,
+            capacity: occupancy.capacity,
+            max_prepared_transactions: query_one::<String>(
+                "SELECT pg_catalog.current_setting('max_prepared_transactions')",
+            )
+            .and_then(|value| value.parse().ok()),
+            max_per_role: settings::max_token_locks_per_role(),
+            max_hold_seconds: settings::token_max_hold_us() / 1_000_000,
+            oldest_hold_seconds: occupancy.oldest_hold_s,
+            database: settings::token_database(),
+            worker_running: occupancy.worker_running,
+        }),
+        ..status
     };
     JsonB(serde_json::to_value(status).expect("the status report is plain data"))
 }

@@ -44,6 +44,9 @@ pub enum Mode {
 pub mod field4 {
     pub const KEY: u16 = 1;
     pub const UPGRADE_INTENT: u16 = 3;
+    /// A token-owned lock's fence (shared/owned.rs): fence_ok shares it, the worker that ends
+    /// the lock takes it exclusively first.
+    pub const FENCE: u16 = 4;
     /// Bit b of a semaphore's count is tag COUNT_BITS + b.
     pub const COUNT_BITS: u16 = 240;
     /// A semaphore's slots and queue: count << 8 | index, and count << 8 | QUEUE.
@@ -121,6 +124,18 @@ pub struct AdvisoryLock {
     pub mode: Mode,
 }
 
+/// The fence tag of `key` in `database` (see [`field4::FENCE`]).
+pub fn fence_tag(database: u32, key: i64) -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
+        locktag_field4: field4::FENCE,
+        ..AdvisoryLock {
+            key,
+            mode: Mode::Exclusive,
+        }
+        .tag_in(database)
+    }
+}
+
 /// This backend's LOCALLOCK entry for one lock, as the last acquisition handed it back: a way
 /// to read the lock's per-scope counts without asking the lock manager again.
 ///
@@ -166,8 +181,13 @@ impl AdvisoryLock {
     /// The lock tag of SET_LOCKTAG_ADVISORY with the bigint form's field4 = 1, or pglock's own
     /// field4 for the other modes.
     pub fn tag(self) -> pg_sys::LOCKTAG {
+        self.tag_in(crate::backend::database_id())
+    }
+
+    /// The lock's tag in database `database` (a worker takes locks for other databases).
+    pub fn tag_in(self, database: u32) -> pg_sys::LOCKTAG {
         pg_sys::LOCKTAG {
-            locktag_field1: crate::backend::database_id(),
+            locktag_field1: database,
             locktag_field2: ((self.key as u64) >> 32) as u32,
             locktag_field3: self.key as u64 as u32,
             locktag_field4: self.mode.field4(),

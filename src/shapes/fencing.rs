@@ -14,6 +14,7 @@ use crate::lock::wait::Wait;
 use crate::names::name::LockName;
 use crate::session::registry;
 use crate::session::request::{refuse_on_standby, LockRequest};
+use crate::shared::owned;
 use crate::shared::tokens;
 
 /// Takes the exclusive lock like lock() and returns the hold's token; NULL when not granted.
@@ -70,14 +71,16 @@ fn token(name: Option<LockName>) -> Option<i64> {
     registry::token(LockRequest::named(name, Mode::Exclusive).lock)
 }
 
-/// True only while this session holds `name` under exactly `token`. Use it in the statement
-/// that writes, so that the check and the write are one: `UPDATE ... WHERE
-/// pglock.fence_ok('x', $1)`.
+/// True only while this session holds `name` under exactly `token`, or a token-owned lock
+/// (pglock.acquire) holds it under `token`. Use it in the statement that writes, so that the
+/// check and the write are one: `UPDATE ... WHERE pglock.fence_ok('x', $1)`. For a token-owned
+/// lock the check lasts until the transaction ends: the lock is not released, nor does it
+/// expire, before a transaction that saw its token valid has ended.
 #[pg_extern(volatile, parallel_restricted)]
 fn fence_ok(name: Option<LockName>, token: Option<i64>) -> bool {
     let lock = LockRequest::named(name, Mode::Exclusive).lock;
     let Some(token) = token else {
         errors::null_token()
     };
-    registry::token(lock) == Some(token)
+    registry::token(lock) == Some(token) || owned::fence_holds(lock.key, token)
 }

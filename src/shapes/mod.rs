@@ -5,5 +5,6 @@ pub mod fencing;
 pub mod multi;
 pub mod mysql;
 pub mod observe;
+pub mod owned;
 pub mod semaphore;
 pub mod upgradeable;

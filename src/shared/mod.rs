@@ -1,9 +1,10 @@
 //! The services in shared memory (with pglock preloaded): the name map behind pglock.locks,
-//! statistics, leases and their worker, fencing tokens. They listen to the session's events.
+//! statistics, leases and their worker, fencing tokens, locks owned by a token and their worker. They listen to the session's events.
 
 pub mod leases;
 pub mod memory;
 pub mod name_map;
+pub mod owned;
 pub mod stats;
 pub mod tokens;
 
@@ -16,7 +17,7 @@ pub static LISTENERS: [&dyn Listener; 3] =
     [&leases::LISTENER, &stats::LISTENER, &name_map::LISTENER];
 
 /// The services with shared memory, in the order it is laid out.
-static SERVICES: [Service; 4] = [
+static SERVICES: [Service; 5] = [
     Service {
         size: name_map::shmem_size,
         request_lwlocks: no_lwlocks,
@@ -33,6 +34,11 @@ static SERVICES: [Service; 4] = [
         attach: tokens::attach,
     },
     Service {
+        size: owned::shmem_size,
+        request_lwlocks: owned::request_lwlock,
+        attach: owned::attach,
+    },
+    Service {
         size: stats::shmem_size,
         request_lwlocks: stats::request_lwlock,
         attach: stats::attach,
@@ -47,4 +53,5 @@ unsafe fn no_lwlocks() {}
 pub fn init_preloaded() {
     memory::init_preloaded(&SERVICES);
     leases::register_worker();
+    owned::register_worker();
 }

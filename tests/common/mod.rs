@@ -19,7 +19,9 @@ pub fn session() -> Client {
             "shared_preload_libraries = 'pglock'",
             "max_locks_per_transaction = 256",
             "pglock.max_leases = 10001",
-            "max_prepared_transactions = 10",
+            "max_prepared_transactions = 40",
+            "pglock.max_token_locks = 30",
+            "max_worker_processes = 40",
         ];
         pgrx_tests::run_test("sessions_can_start", None, settings).expect("test instance starts");
     });

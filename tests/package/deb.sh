@@ -36,7 +36,10 @@ for path in "./usr/lib/postgresql/$major/lib/pglock.so" "./usr/share/postgresql/
     "./usr/share/postgresql/$major/extension/pglock--$version.sql" \
     "./usr/share/postgresql/$major/extension/pglock--0.1.0.sql" \
     "./usr/share/postgresql/$major/extension/pglock--0.1.0--0.2.0.sql" \
-    "./usr/share/postgresql/$major/extension/pglock--0.2.0--$version.sql" \
+    "./usr/share/postgresql/$major/extension/pglock--0.2.0.sql" \
+    "./usr/share/postgresql/$major/extension/pglock--0.3.0.sql" \
+    "./usr/share/postgresql/$major/extension/pglock--0.2.0--0.3.0.sql" \
+    "./usr/share/postgresql/$major/extension/pglock--0.3.0--$version.sql" \
     "./usr/share/doc/$package/copyright"; do
   grep -qx "$path" <<<"$contents" || fail "$path is not in the package"
 done

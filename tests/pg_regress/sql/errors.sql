@@ -85,3 +85,21 @@ RESET ALL;
 DROP FUNCTION lock_in_worker(text);
 DROP FUNCTION held_in_worker();
 DROP TABLE parallel_probe;
+
+-- Locks owned by a token need pglock preloaded (this instance does not preload it): 55000 with
+-- the HINT, and nothing taken. Input is checked first, as everywhere.
+SELECT pglock.acquire('token-owned', '1 minute');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.acquire_shared(7::bigint, '1 minute', '0');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.renew('token-owned', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.release('token-owned', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.acquire('token-owned', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.acquire('', '1 minute');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pglock.fence_ok('token-owned', 1) AS no_token_owns_it;
+SELECT count(*) AS token_locks FROM pglock.token_locks();
+SELECT count(*) AS held FROM pglock.held();

@@ -17,9 +17,10 @@
 
 CREATE DATABASE pglock_upgraded;
 CREATE DATABASE pglock_upgraded_from_0_2;
+CREATE DATABASE pglock_upgraded_from_0_3;
 CREATE DATABASE pglock_fresh;
 
--- 0.1.0 -> 0.2.0 -> 0.3.0.
+-- 0.1.0 -> 0.2.0 -> 0.3.0 -> 0.4.0.
 \c pglock_upgraded
 CREATE EXTENSION pglock VERSION '0.1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'pglock';
@@ -30,13 +31,16 @@ SELECT extversion FROM pg_extension WHERE extname = 'pglock';
 SELECT pglock.lock('old-view');
 SELECT name, mode, granted FROM pglock.locks WHERE pid = pg_backend_pid();
 SELECT pglock.unlock('old-view');
+ALTER EXTENSION pglock UPDATE TO '0.3.0';
+SELECT extversion FROM pg_extension WHERE extname = 'pglock';
+:exercise_old_sql
 ALTER EXTENSION pglock UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pglock';
 :describe_pglock
 SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) AS upgraded
 FROM pglock_schema \gset
 
--- 0.2.0 -> 0.3.0, from a fresh 0.2.0 install.
+-- 0.2.0 -> 0.3.0 -> 0.4.0, from a fresh 0.2.0 install.
 \c pglock_upgraded_from_0_2
 CREATE EXTENSION pglock VERSION '0.2.0';
 :exercise_old_sql
@@ -44,6 +48,25 @@ ALTER EXTENSION pglock UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pglock';
 :describe_pglock
 SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) AS upgraded_from_0_2
+FROM pglock_schema \gset
+
+-- 0.3.0 -> 0.4.0, from a fresh 0.3.0 install: its SQL (the view, fencing, leases' renew) keeps
+-- working with the new pglock.so until the update, and the token-owned locks arrive with it.
+\c pglock_upgraded_from_0_3
+CREATE EXTENSION pglock VERSION '0.3.0';
+:exercise_old_sql
+SELECT pglock.lock('old-0.3-view');
+SELECT name, mode, granted, lease_expires_at FROM pglock.locks WHERE pid = pg_backend_pid();
+SELECT pglock.fence_ok('old-0.3-view', pglock.lock_fenced('old-0.3-view')) AS fenced_hold_passes;
+SELECT pglock.unlock_all();
+SELECT count(*) AS token_functions_before FROM pg_proc
+WHERE pronamespace = 'pglock'::regnamespace AND proname IN ('acquire', 'release', 'token_locks');
+ALTER EXTENSION pglock UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'pglock';
+SELECT count(*) AS token_functions_after FROM pg_proc
+WHERE pronamespace = 'pglock'::regnamespace AND proname IN ('acquire', 'release', 'token_locks');
+:describe_pglock
+SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) AS upgraded_from_0_3
 FROM pglock_schema \gset
 
 \c pglock_fresh
@@ -54,10 +77,13 @@ SELECT object, details FROM pglock_schema ORDER BY object;
 SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) = :'upgraded'
        AS upgrade_matches_fresh_install,
        md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) = :'upgraded_from_0_2'
-       AS upgrade_from_0_2_matches_fresh_install
+       AS upgrade_from_0_2_matches_fresh_install,
+       md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) = :'upgraded_from_0_3'
+       AS upgrade_from_0_3_matches_fresh_install
 FROM pglock_schema;
 
 \c pglock_regress
 DROP DATABASE pglock_upgraded;
 DROP DATABASE pglock_upgraded_from_0_2;
+DROP DATABASE pglock_upgraded_from_0_3;
 DROP DATABASE pglock_fresh;
