@@ -22,8 +22,10 @@
 #      PGLOCK_SQLSMITH_SECONDS=600 soaks);
 #   6. fencing tokens across `pg_ctl restart -m immediate` and SIGKILL of the postmaster
 #      (tests/server/fencing_restart.sh); then, with pglock preloaded, the lease worker across
-#      crash restarts (tests/server/leases_restart.sh), and tokens and leases across failover
-#      to a synchronous standby (tests/standby/failover.py), which ends the cluster;
+#      crash restarts (tests/server/leases_restart.sh), token-owned locks across restarts
+#      (tests/server/token_locks_restart.sh) and through PgBouncer (tests/pgbouncer/token_locks.py,
+#      examples/serverless_job.py), and tokens, leases and token-owned locks across failover to
+#      a synchronous standby (tests/standby/failover.py), which ends the cluster;
 #   7. on PostgreSQL 15 only: pglock's Prometheus queries through prometheus-postgres-exporter
 #      (tests/server/prometheus.py); the failover story on pg_auto_failover, with a monitor, a
 #      primary, a secondary and `pg_autoctl perform failover` (tests/standby/pg_auto_failover.sh);
@@ -122,7 +124,8 @@ standby_test() {
 failover_test() {
   # Prepared transactions on both (a standby needs at least the primary's number).
   cluster_restart max_prepared_transactions=10
-  start_standby -c shared_preload_libraries=pglock -c max_prepared_transactions=10
+  start_standby -c shared_preload_libraries=pglock -c max_prepared_transactions=10 \
+    -c max_worker_processes=32
   "$PGLOCK_CLUSTER_BINDIR/psql" -qX -c "ALTER SYSTEM SET synchronous_standby_names = '*'" \
     -c 'SELECT pg_reload_conf()' >/dev/null
   local tries=600
@@ -199,8 +202,16 @@ for major in "${majors[@]}"; do
   tests/server/fencing_restart.sh
 
   step "PostgreSQL $major: the lease worker across crash restarts"
-  cluster_restart shared_preload_libraries=pglock
+  # Preloaded from here on; token-owned locks need prepared transactions, and a worker process
+  # for each acquire that waits.
+  cluster_restart shared_preload_libraries=pglock max_prepared_transactions=20 \
+    max_worker_processes=32
   tests/server/leases_restart.sh
+
+  step "PostgreSQL $major: token-owned locks across restarts and through PgBouncer"
+  tests/server/token_locks_restart.sh
+  PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh tests/pgbouncer/token_locks.py
+  PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh examples/serverless_job.py
   if [ -n "$quick" ]; then
     cluster_stop
     continue

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Runs tests/pgbouncer/pooler.py behind a throwaway PgBouncer in transaction pooling mode.
+# Runs tests/pgbouncer/pooler.py (or the Python script given) behind a throwaway PgBouncer in
+# transaction pooling mode.
 #
 # Needs: the running PostgreSQL in the libpq environment (PGHOST a Unix socket directory, PGPORT,
 # PGUSER), `CREATE EXTENSION pglock` done in database postgres, pgbouncer installed, root (to
 # run pgbouncer as the postgres user: it refuses to run as root), and a Python with psycopg in
-# $PYTHON. Exits with pooler.py's status.
-# Usage: PYTHON=/path/to/python-with-psycopg tests/pgbouncer/pooler.sh
+# $PYTHON. Exits with the script's status.
+# Usage: PYTHON=/path/to/python-with-psycopg tests/pgbouncer/pooler.sh [SCRIPT.py]
 set -euo pipefail
 
 : "${PGHOST:?must be the Unix socket directory of the server}"
 : "${PGPORT:?}" "${PGUSER:?}"
 PYTHON=${PYTHON:-python3}
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+script=${1:-$script_dir/pooler.py}
 
 bouncer_port=6432
 bouncer_dir=$(mktemp -d /tmp/pglock-pgbouncer.XXXXXX)
@@ -42,6 +44,8 @@ chown postgres: "$bouncer_dir"
 # - postgres_single: pool_size = 1. Every client's transactions run on the one server
 #   connection, which makes "another client lands on the connection holding my session lock"
 #   certain rather than likely.
+# - postgres_wide: pool_size = 10, for many clients at once (each waiting acquire keeps its
+#   server connection for the wait, as any statement does).
 # Transaction pooling never runs server_reset_query (DISCARD ALL) between clients, so session
 # state, session locks included, stays on a server connection when it changes hands.
 backend="host=$PGHOST port=$PGPORT dbname=postgres"
@@ -49,6 +53,7 @@ cat >"$bouncer_dir/pgbouncer.ini" <<EOF
 [databases]
 postgres = $backend
 postgres_single = $backend pool_size=1
+postgres_wide = $backend pool_size=10
 
 [pgbouncer]
 pool_mode = transaction
@@ -91,10 +96,10 @@ if ! $ready; then
   exit 1
 fi
 
-# pooler.py reaches PgBouncer through the libpq variables and the server directly through
+# The script reaches PgBouncer through the libpq variables and the server directly through
 # PGLOCK_DIRECT_HOST / PGLOCK_DIRECT_PORT.
 status=0
 PGLOCK_DIRECT_HOST=$PGHOST PGLOCK_DIRECT_PORT=$PGPORT \
-  PGLOCK_POOLED_DB=postgres PGLOCK_SINGLE_DB=postgres_single \
-  env "${bouncer_env[@]}" timeout 120 "$PYTHON" "$script_dir/pooler.py" || status=$?
+  PGLOCK_POOLED_DB=postgres PGLOCK_SINGLE_DB=postgres_single PGLOCK_WIDE_DB=postgres_wide \
+  env "${bouncer_env[@]}" timeout 180 "$PYTHON" "$script" || status=$?
 exit "$status"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fencing and leases across failover (tests/standby/ha_story.py), on the streaming standby of
+"""Fencing, leases and token-owned locks across failover (tests/standby/ha_story.py), on the streaming standby of
 scripts/test.sh made synchronous: the primary stops immediately and the standby is promoted.
 Both servers preload pglock. Before the promotion, the standby runs the lease worker, which does
 nothing there, and refuses set_lease.
@@ -49,27 +49,40 @@ def stop_primary_and_promote():
     pg_ctl(standby_data, "promote", "-w")
 
 
-# The fact token-owned locks are to rest on (docs/design/token-locks.md, item 3): a prepared
-# transaction's advisory lock outlives the failover. It is prepared on the primary (PREPARE waits
-# for the synchronous standby), whose session then ends; after the promotion the new primary has
-# the prepared transaction, and its lock excludes the built-ins until ROLLBACK PREPARED.
-PREPARED_KEY, GID = 7_220_004, "pglock-design-failover"
+# A lock owned by a token outlives the failover: its prepared transaction is made on the primary
+# (PREPARE waits for the synchronous standby); after the promotion the new primary's token worker
+# reads it back, the lock excludes session locks, and its token renews and releases it. The
+# standby refuses token-owned locks before the promotion.
+with psycopg.connect(standby, autocommit=True) as before:
+    try:
+        before.execute("SELECT pglock.acquire('failover-token', '5 min', '0')")
+        raise AssertionError("a token-owned lock was taken on the standby")
+    except psycopg.errors.ReadOnlySqlTransaction:
+        print("failover: the standby refuses token-owned locks")
 with psycopg.connect(primary, autocommit=True) as owner:
-    owner.execute("BEGIN")
-    owner.execute("SELECT pg_advisory_xact_lock(%s)", (PREPARED_KEY,))
-    owner.execute(f"PREPARE TRANSACTION '{GID}'")
+    TOKEN = owner.execute("SELECT pglock.acquire('failover-token', '5 min', '0')").fetchone()[0]
+    assert TOKEN is not None
 
 tell("failover", primary, both, stop_primary_and_promote)
 
 with psycopg.connect(both, autocommit=True) as promoted:
-    assert promoted.execute("SELECT count(*) FROM pg_prepared_xacts WHERE gid = %s",
-                            (GID,)).fetchone()[0] == 1, "the prepared transaction was lost"
-    holders = promoted.execute(
-        "SELECT pid, mode, granted FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
-        "AND ((classid::bigint << 32) | objid::bigint) = %s", (PREPARED_KEY,)).fetchall()
-    assert holders == [(None, "ExclusiveLock", True)], holders
-    assert not promoted.execute("SELECT pg_try_advisory_lock(%s)",
-                                (PREPARED_KEY,)).fetchone()[0], "the prepared lock was lost"
-    promoted.execute(f"ROLLBACK PREPARED '{GID}'")
-    assert promoted.execute("SELECT pg_try_advisory_lock(%s)", (PREPARED_KEY,)).fetchone()[0]
-    print("failover: a prepared transaction's advisory lock held across the promotion")
+    deadline = time.time() + 60
+    while True:
+        try:
+            promoted.execute("SELECT pglock.renew('no such lock', 1)")
+            break
+        except psycopg.errors.ObjectNotInPrerequisiteState:
+            assert time.time() < deadline, "no token worker on the promoted standby"
+            time.sleep(0.1)
+    assert not promoted.execute("SELECT pglock.try_lock('failover-token')").fetchone()[0], \
+        "the token-owned lock was lost"
+    shown = promoted.execute("SELECT pid, mode, token FROM pglock.locks "
+                             "WHERE key = pglock.key('failover-token')").fetchall()
+    assert shown == [(None, "exclusive", TOKEN)], shown
+    assert promoted.execute("SELECT pglock.renew('failover-token', %s)", (TOKEN,)).fetchone()[0]
+    assert promoted.execute("SELECT pglock.release('failover-token', %s)", (TOKEN,)).fetchone()[0]
+    after = promoted.execute("SELECT pglock.acquire('failover-token', '1 min', '0')").fetchone()[0]
+    assert after is not None and after > TOKEN, (after, TOKEN)
+    assert promoted.execute("SELECT pglock.release('failover-token', %s)", (after,)).fetchone()[0]
+    print(f"failover: the token-owned lock held across the promotion, renewed and released with "
+          f"token {TOKEN}; the next token {after} is greater")

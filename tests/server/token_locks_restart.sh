@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Locks owned by a token across a clean restart, a backend's SIGKILL (the postmaster
+# reinitialises shared memory) and `pg_ctl restart -m immediate`: after each, the lock is still
+# held (a session lock of its name and the built-in on its key are refused), shows in
+# pglock.locks with its token, and its token still renews and releases it; a restored lock that
+# is not renewed expires (logged) and a waiter gets it; every later token is greater.
+#
+# Needs: the running throwaway cluster of scripts/cluster.sh started with pglock in
+# shared_preload_libraries and max_prepared_transactions > 0 (PGLOCK_CLUSTER_OPTIONS has them),
+# and `CREATE EXTENSION pglock` done in postgres. Leaves the cluster running.
+set -euo pipefail
+: "${PGLOCK_CLUSTER_DIR:?}" "${PGLOCK_CLUSTER_BINDIR:?}" "${PGLOCK_CLUSTER_OPTIONS:?}"
+data=$PGLOCK_CLUSTER_DIR/data
+sql() { "$PGLOCK_CLUSTER_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+pg_ctl() { sudo -u postgres "$PGLOCK_CLUSTER_BINDIR/pg_ctl" -D "$data" "$@"; }
+fail() { echo "token_locks_restart: $*" >&2; exit 1; }
+
+# Waits (at most 60 s) until the server takes connections and the token worker serves.
+wait_for_worker() {
+  for _ in $(seq 600); do
+    if [ "$(sql -c "SELECT pglock.status()->'token_locks'->>'worker_running'" 2>/dev/null)" = true ] &&
+       sql -c "SELECT pglock.renew('no such lock', 1)" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  fail "no token worker after $1"
+}
+
+# still_held WHEN NAME TOKEN: the lock is held, shown with its token, and the token renews it.
+still_held() {
+  [ "$(sql -c "SELECT pglock.try_lock('$2')")" = f ] || fail "$1: $2 was free"
+  [ "$(sql -c "SELECT pg_try_advisory_lock_shared(pglock.key('$2'))")" = f ] ||
+    fail "$1: the built-in got $2"
+  [ "$(sql -c "SELECT count(*) FROM pglock.locks WHERE key = pglock.key('$2')
+               AND pid IS NULL AND token = $3")" = 1 ] || fail "$1: pglock.locks does not show $2"
+  [ "$(sql -c "SELECT pglock.renew('$2', $3, '5 min')")" = t ] || fail "$1: token $3 did not renew $2"
+  echo "token_locks_restart: $1: $2 held by token $3, renewed"
+}
+
+wait_for_worker "start"
+kept=$(sql -c "SELECT pglock.acquire('kept', '5 min', '0')")
+[ -n "$kept" ] || fail "kept was not granted"
+# A lock that will not be renewed after the restarts: it expires with a full TTL from each.
+lapsing=$(sql -c "SELECT pglock.acquire('lapsing', '2 s', '0')")
+still_held "before any restart" kept "$kept"
+
+pg_ctl restart -m fast -w -l "$PGLOCK_CLUSTER_DIR/server.log" -o "$PGLOCK_CLUSTER_OPTIONS" >/dev/null
+wait_for_worker "a clean restart"
+still_held "a clean restart" kept "$kept"
+
+# A backend killed with SIGKILL: every process ends, shared memory (the token table with it)
+# starts empty, and the worker reads the prepared transactions back.
+sql -c "SELECT pg_sleep(60)" >/dev/null 2>&1 &
+sleep 0.5
+victim=$(sql -c "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' LIMIT 1")
+[ -n "$victim" ] || fail "no backend to kill"
+kill -KILL "$victim"
+wait || true
+wait_for_worker "a crash restart"
+grep -q "all server processes terminated; reinitializing" "$PGLOCK_CLUSTER_DIR/server.log" ||
+  fail "the postmaster did not reinitialise"
+still_held "a crash restart" kept "$kept"
+
+pg_ctl restart -m immediate -w -l "$PGLOCK_CLUSTER_DIR/server.log" -o "$PGLOCK_CLUSTER_OPTIONS" >/dev/null
+wait_for_worker "pg_ctl restart -m immediate"
+still_held "pg_ctl restart -m immediate" kept "$kept"
+
+# The lapsing lock was never renewed: it expires 2 s after the last restart, and a waiter gets it.
+start=$SECONDS
+next=$(sql -c "SELECT pglock.acquire('lapsing', '1 min', '30 s')")
+[ -n "$next" ] || fail "the waiter did not get lapsing after its expiry"
+((next > lapsing)) || fail "the new token $next is not greater than $lapsing"
+grep -q "token-owned lock \"lapsing\" expired\|token-owned lock with key .* expired" \
+  "$PGLOCK_CLUSTER_DIR/server.log" || fail "the expiry was not logged"
+[ "$(sql -c "SELECT pglock.renew('lapsing', $lapsing)")" = f ] || fail "the expired token renewed"
+echo "token_locks_restart: lapsing expired after the restart; the waiter got it in $((SECONDS - start)) s (token $next > $lapsing)"
+
+[ "$(sql -c "SELECT pglock.release('kept', $kept)")" = t ] || fail "token $kept did not release kept"
+[ "$(sql -c "SELECT pglock.release('lapsing', $next)")" = t ] || fail "token $next did not release lapsing"
+[ "$(sql -c "SELECT pglock.try_lock('kept')")" = t ] || fail "kept stayed taken after its release"
+[ "$(sql -c "SELECT count(*) FROM pg_prepared_xacts")" = 0 ] || fail "prepared transactions left"
+again=$(sql -c "SELECT pglock.acquire('kept', '1 min', '0')")
+((again > kept)) || fail "the new token $again is not greater than $kept"
+[ "$(sql -c "SELECT pglock.release('kept', $again)")" = t ] || fail "token $again did not release kept"
+echo "token_locks_restart: kept released with its token after three restarts; taken again with $again"
