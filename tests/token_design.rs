@@ -230,3 +230,55 @@ fn a_background_worker_prepares_and_finishes_a_token_mode_hold() {
         "free after ROLLBACK PREPARED"
     );
 }
+
+/// Why the hand-over of the first design does not work, and token-owned locks are held in the
+/// built-ins' own modes instead (docs/design/token-locks.md, "What building it showed"): a
+/// request that conflicts with no granted hold still queues behind an earlier waiter whose mode
+/// it conflicts with (PostgreSQL checks the queue's wait mask first). So a process taking
+/// RowExclusiveLock beside a session's RowExclusiveLock is refused as soon as a session waits
+/// for the key with pg_advisory_lock: the hand-over would wait behind that waiter, which waits
+/// for the very hold being handed over.
+#[test]
+fn a_compatible_request_still_queues_behind_a_conflicting_waiter() {
+    let key = 7_220_010_i64;
+    let (mut holder, mut other) = (session(), session());
+    assert!(take(&mut holder, key, "RowExclusiveLock", true));
+    // Nobody waits: a second RowExclusiveLock is granted beside the first.
+    other.batch_execute("BEGIN").unwrap();
+    assert!(take(&mut other, key, "RowExclusiveLock", false));
+    other.batch_execute("ROLLBACK").unwrap();
+    // A session waits for the exclusive built-in (it conflicts with RowExclusiveLock).
+    let waiter = std::thread::spawn(move || {
+        let mut waiter = session();
+        waiter
+            .query_one("SELECT pg_advisory_lock($1)", &[&key])
+            .unwrap();
+        waiter
+            .query_one("SELECT pg_advisory_unlock($1)", &[&key])
+            .unwrap();
+    });
+    let start = std::time::Instant::now();
+    loop {
+        let waiting: i64 = other
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                 AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = $1",
+                &[&key],
+            )
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    other.batch_execute("BEGIN").unwrap();
+    assert!(
+        !take(&mut other, key, "RowExclusiveLock", false),
+        "compatible with every granted hold, and refused all the same: the waiter is ahead"
+    );
+    other.batch_execute("ROLLBACK").unwrap();
+    assert!(release(&mut holder, key));
+    waiter.join().unwrap();
+}

@@ -456,3 +456,89 @@ fn token_owned_the_per_role_cap_refuses_with_53400() {
         assert!(release(&mut client, &name, token));
     }
 }
+
+#[test]
+fn token_owned_no_renewal_extends_a_hold_past_token_max_hold() {
+    let _guard = one_at_a_time();
+    let name = "token: max hold";
+    let mut admin = session();
+    admin
+        .batch_execute("ALTER SYSTEM SET pglock.token_max_hold = '3s'")
+        .unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    // Put back even when an assertion below fails.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let mut admin = session();
+            let _ = admin.batch_execute("ALTER SYSTEM RESET pglock.token_max_hold");
+            let _ = admin.batch_execute("SELECT pg_reload_conf()");
+        }
+    }
+    let reset = Reset;
+    let start = Instant::now();
+    loop {
+        // A new session reads the reloaded file.
+        let seen: String = session()
+            .query_one("SHOW pglock.token_max_hold", &[])
+            .unwrap()
+            .get(0);
+        if seen == "3s" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "never reloaded");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = session();
+    let ttl_error = client
+        .query_one("SELECT pglock.acquire($1, '4 s')", &[&name])
+        .unwrap_err();
+    assert_eq!(
+        code_and_message(&ttl_error).0,
+        "22023",
+        "a TTL above the maximum hold"
+    );
+    let token = acquire(&mut client, name, "2 s", "0").unwrap();
+    let taken = Instant::now();
+    let mut renewed = 0;
+    let mut waiter = session();
+    let (sender, receiver) = mpsc::channel();
+    let waiting = thread::spawn(move || {
+        sender
+            .send(acquire(&mut waiter, name, "2 s", "30 s"))
+            .unwrap();
+    });
+    // The holder renews all along; the hold ends at 3 s all the same, and the waiter gets it.
+    let next = loop {
+        if let Ok(next) = receiver.try_recv() {
+            break next.expect("granted at the maximum hold");
+        }
+        if renew(&mut client, name, token) {
+            renewed += 1;
+        }
+        assert!(
+            taken.elapsed() < Duration::from_secs(30),
+            "held past the maximum"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let held_for = taken.elapsed();
+    waiting.join().unwrap();
+    assert!(
+        held_for >= Duration::from_millis(2500) && renewed >= 10,
+        "the renewals kept it until the maximum ({held_for:?}, {renewed} renewals)"
+    );
+    assert!(!renew(&mut client, name, token));
+    assert!(release(&mut client, name, next));
+    drop(reset);
+    let start = Instant::now();
+    while session()
+        .query_one("SHOW pglock.token_max_hold", &[])
+        .unwrap()
+        .get::<_, String>(0)
+        != "1h"
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "never reset");
+        thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -61,6 +61,10 @@ try:
     other.close()
     assert holder.execute("SELECT pglock.lock('metrics-a') AND pglock.lock('metrics-b') "
                           "AND pglock.set_lease('metrics-a', '1 hour')").fetchone()[0]
+    # A shared lock owned by a token: no process holds it.
+    token = holder.execute("SELECT pglock.acquire_shared('metrics-token', '1 hour', '0')"
+                           ).fetchone()[0]
+    assert token is not None
     waiters = [psycopg.connect(dsn, autocommit=True) for _ in range(2)]
     for waiter in waiters:
         waiter.execute("SET statement_timeout = '60 s'")
@@ -88,7 +92,11 @@ try:
         ("pglock_status_in_recovery", ()): 0,
         ("pglock_status_lease_worker_running", ()): 1,
         ("pglock_status_leases_active", ()): 1,
-        ("pglock_status_advisory_locks", ()): 4,
+        ("pglock_status_advisory_locks", ()): 5,
+        ("pglock_status_token_locks_held", ()): 1,
+        ("pglock_status_token_locks_waiting", ()): 0,
+        ("pglock_status_token_worker_running", ()): 1,
+        ("pglock_locks_count", (("mode", "shared"), ("state", "held"))): 1,
         ("pglock_locks_count", (("mode", "exclusive"), ("state", "held"))): 2,
         ("pglock_locks_count", (("mode", "exclusive"), ("state", "waiting"))): 2,
         ("pglock_locks_expired_leases", (("mode", "exclusive"), ("state", "held"))): 0,
@@ -115,7 +123,8 @@ try:
     assert capacity and capacity > 0, capacity
     print(f"prometheus: {len([k for k in series])} pglock series, with the workload's values "
           f"(2 held, 2 waiting for 'metrics-a' for {longest:.1f} s, 1 lease, and the statistics "
-          f"of a finished workload)")
+          f"of a finished workload, and a token-owned lock)")
+    assert holder.execute("SELECT pglock.release('metrics-token', %s)", (token,)).fetchone()[0]
     holder.close()
     for waiter in waiters:
         waiter.close()
