@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Usage: bench/run.sh [--quick] [--skip-peers]
+# Usage: bench/run.sh [--quick] [--skip-peers] [--only token-locks]
 #
 # Benchmarks pglock (release build) against the built-ins, the do-it-yourself alternatives,
 # the round-trip floor, MariaDB and Redis, on throwaway servers on this machine, and writes
-# bench/results.md (bench/results-quick.md with --quick). Full mode takes about 20 minutes on
-# 2 cores, quick mode about 3. Installs what it needs first.
+# bench/results.md (bench/results-quick.md with --quick). Full mode takes about 21 minutes on
+# 2 cores, quick mode about 4. Installs what it needs first. `--only token-locks` runs only the
+# section on locks owned by a token (about 2.5 minutes; PgBouncer, Redis, a server with fsync on)
+# and replaces that section and its targets in the results file, keeping the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 pglock_setup
 
-apt_install_missing mariadb-server redis-server libmariadb-dev python3-venv
+apt_install_missing mariadb-server redis-server pgbouncer libmariadb-dev python3-venv
 
 venv=${PGLOCK_BENCH_VENV:-/opt/pglock/bench-venv}
 if ! "$venv/bin/python" -c 'import psycopg, MySQLdb, redis, matplotlib' 2>/dev/null; then

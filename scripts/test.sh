@@ -210,6 +210,7 @@ for major in "${majors[@]}"; do
 
   step "PostgreSQL $major: token-owned locks across restarts and through PgBouncer"
   tests/server/token_locks_restart.sh
+  tests/server/docs_examples.sh
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh tests/pgbouncer/token_locks.py
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh examples/serverless_job.py
   if [ -n "$quick" ]; then

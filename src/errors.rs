@@ -469,3 +469,15 @@ pub fn ttl_out_of_range(ttl_s: f64, max_s: i64) -> ! {
         .set_hint("Give the time within which the holder will renew or release, for example '30 seconds'."),
     )
 }
+
+pub fn token_lock_waits_for_own_hold() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+            "this session holds the lock a token-owned lock would wait for",
+            function_name!(),
+        )
+        .set_detail("A token-owned lock belongs to no session, so it waits for this session's own hold like any other, and this session would wait for it.")
+        .set_hint("Release this session's hold first, or take the token-owned lock under another name."),
+    )
+}

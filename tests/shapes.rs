@@ -790,7 +790,7 @@ fn int_of(client: &mut Client, sql: &str) -> Option<i32> {
 /// MariaDB 10.11's own multi-connection tests of GET_LOCK and friends
 /// (mysql-test/main/func_misc.test), restated for pglock; the single-session ones are in
 /// tests/pg_regress/sql/mariadb.sql. Where MariaDB answers differently (a killed wait, who gets
-/// a deadlock error) the difference is asserted and written in the README's MySQL table.
+/// a deadlock error) the difference is asserted and written in the MySQL table of docs/api.md.
 #[test]
 fn mariadbs_get_lock_cases_across_sessions() {
     let (mut a, mut b, mut observer) = (session(), session(), session());

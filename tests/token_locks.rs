@@ -418,6 +418,18 @@ fn token_owned_bad_input_is_refused_and_changes_nothing() {
         let error = client.query_one(sql, &[]).unwrap_err();
         assert_eq!(code_and_message(&error).0, code, "{sql}: {error}");
     }
+    // A hold of the calling session's own: the wait would never end, so it is refused.
+    client
+        .query_one("SELECT pglock.lock('token: own')", &[])
+        .unwrap();
+    let error = client
+        .query_one("SELECT pglock.acquire('token: own', '1 min', '10 s')", &[])
+        .unwrap_err();
+    assert_eq!(code_and_message(&error).0, "55P03", "{error}");
+    assert_eq!(acquire(&mut client, "token: own", "60 s", "0"), None);
+    client
+        .query_one("SELECT pglock.unlock('token: own')", &[])
+        .unwrap();
     let token = acquire(&mut client, "token: bad", "60 s", "0").unwrap();
     assert!(!renew(&mut client, "token: bad (another name)", token));
     assert!(!release(&mut client, "token: bad (another name)", token));
@@ -541,4 +553,51 @@ fn token_owned_no_renewal_extends_a_hold_past_token_max_hold() {
         assert!(start.elapsed() < Duration::from_secs(30), "never reset");
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn token_owned_locks_are_counted_in_pglock_stats() {
+    let _guard = one_at_a_time();
+    let name = "token: counted";
+    let mut client = session();
+    client
+        .query_one("SELECT pglock.stats_reset($1)", &[&name])
+        .unwrap();
+    let token = acquire(&mut client, name, "60 s", "0").unwrap();
+    let mut other = session();
+    assert_eq!(acquire(&mut other, name, "60 s", "0"), None, "busy");
+    assert_eq!(
+        acquire(&mut other, name, "60 s", "50 ms"),
+        None,
+        "timed out"
+    );
+    let (sender, receiver) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let mut waiter = session();
+        sender
+            .send(acquire(&mut waiter, name, "60 s", "30 s"))
+            .unwrap();
+    });
+    wait_for_waiters(&mut client, name, 1);
+    assert!(release(&mut client, name, token));
+    let next = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .unwrap();
+    waiter.join().unwrap();
+    assert!(release(&mut client, name, next));
+    let row = client
+        .query_one(
+            "SELECT acquisitions, waited, busy, timeouts, total_wait_time > 0
+             FROM pglock.stats WHERE name = $1 AND database = current_database()",
+            &[&name],
+        )
+        .unwrap();
+    let counts: (i64, i64, i64, i64, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!(
+        counts,
+        (2, 1, 1, 1, true),
+        "acquisitions, waited, busy, timeouts, waited"
+    );
 }

@@ -129,7 +129,7 @@ fn query_one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
     Spi::get_one::<T>(sql).ok().flatten()
 }
 
-/// pglock's health at a glance; every field is documented in the README.
+/// pglock's health at a glance; every field is documented in docs/observability.md.
 #[pg_extern(volatile, parallel_restricted)]
 fn status() -> JsonB {
     let preloaded = memory::preloaded();

@@ -1,6 +1,6 @@
 //! MySQL's user-level lock functions (GET_LOCK and friends, as MySQL 8.0 documents them), for
 //! applications moving from MySQL. They are session locks on the same keys as pglock.lock(),
-//! so the two surfaces exclude each other; README lists every difference that remains.
+//! so the two surfaces exclude each other; docs/api.md lists every difference that remains.
 
 use pgrx::prelude::*;
 

@@ -36,6 +36,8 @@ use crate::backend;
 use crate::errors;
 use crate::lock::manager::{fence_tag, AdvisoryLock, Mode};
 use crate::names::name::MAX_NAME_BYTES;
+use crate::session::counts::Counters;
+use crate::session::events;
 use crate::settings;
 use crate::shared::tokens;
 
@@ -345,13 +347,36 @@ struct Pending<'t> {
     index: usize,
     generation: u32,
     armed: bool,
+    key: i64,
+    /// When the wait in the lock's queue began, once it has.
+    waiting_since: Option<pg_sys::TimestampTz>,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.armed {
             give_up(self.table, self.index, self.generation);
+            // An ERROR (a cancel, statement_timeout) ended the request: pglock.stats counts
+            // it as a cancelled wait.
+            let since = self.waiting_since;
+            count(self.key, None, |counts| {
+                counts.cancels = 1;
+                if let Some(since) = since {
+                    counts.waited_for(backend::now() - since);
+                }
+            });
         }
+    }
+}
+
+/// Hands what an acquire came to on to pglock.stats, when it counts. Token-owned locks count
+/// acquisitions, waits, busy tries, timeouts and cancels as session locks do; their holds are
+/// not counted (they end in another process, often the token worker).
+fn count(key: i64, name: Option<&str>, f: impl FnOnce(&mut Counters)) {
+    if events::counting() {
+        let mut counts = Counters::default();
+        f(&mut counts);
+        events::counted(key, &mut || name.map(Box::from), &counts);
     }
 }
 
@@ -463,6 +488,8 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
         index,
         generation,
         armed: true,
+        key: request.key,
+        waiting_since: None,
     };
     wake_worker(table);
     // The worker's answer to the try, granted or refused, whatever the deadline: the worker
@@ -472,8 +499,19 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
     });
     let state = answered.expect("no deadline");
     let state = match state {
-        State::Refused if wait_us == Some(0) => return None,
-        State::Refused => start_waiter(table, index, generation),
+        State::Refused if wait_us == Some(0) => {
+            count(request.key, request.name, |counts| counts.busy = 1);
+            return None;
+        }
+        State::Refused => {
+            // A hold of this session's own would keep the waiter out for good: the lock
+            // manager cannot see that the session waits for the waiter.
+            if holds_in_conflict(request) {
+                errors::token_lock_waits_for_own_hold();
+            }
+            pending.waiting_since = Some(backend::now());
+            start_waiter(table, index, generation)
+        }
         other => other,
     };
     let outcome = match state {
@@ -484,11 +522,18 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
     };
     let outcome = match outcome {
         None => {
-            // Out of time: unless the grant is on its way (Granting), give it up.
-            let granting = with_entry(table, index, generation, |entry| {
-                entry.state == State::Granting
+            // Out of time: unless the grant has come or is on its way, give it up.
+            let granted = with_entry(table, index, generation, |entry| {
+                matches!(entry.state, State::Granting | State::Held)
             });
-            if granting != Some(true) {
+            if granted != Some(true) {
+                let since = pending.waiting_since;
+                count(request.key, request.name, |counts| {
+                    counts.timeouts = 1;
+                    if let Some(since) = since {
+                        counts.waited_for(backend::now() - since);
+                    }
+                });
                 return None;
             }
             wait_for(table, index, generation, None, |entry| {
@@ -512,6 +557,15 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
     match held {
         Some(token) => {
             pending.armed = false;
+            let since = pending.waiting_since;
+            count(request.key, request.name, |counts| {
+                let now = backend::now();
+                counts.acquired(now);
+                if let Some(since) = since {
+                    counts.waited = 1;
+                    counts.waited_for(now - since);
+                }
+            });
             Some(token)
         }
         None => {
@@ -524,6 +578,18 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
             None
         }
     }
+}
+
+/// Whether this session holds `request`'s key in a mode the token-owned lock would wait for.
+fn holds_in_conflict(request: &Request) -> bool {
+    let held = |mode| {
+        AdvisoryLock {
+            key: request.key,
+            mode,
+        }
+        .is_held()
+    };
+    held(Mode::Exclusive) || held(Mode::Upgradeable) || (!request.shared && held(Mode::Shared))
 }
 
 /// Sleeps until `done` holds for entry `index` (its state then), or `deadline` passes (None).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a recovery conflict does to a session that waits for a pglock lock on a hot standby
-# (pglock.allow_on_standby on), as README's "Hot standby" says: a wait with a timeout runs in
+# (pglock.allow_on_standby on), as docs/semantics.md's "Hot standby" says: a wait with a timeout runs in
 # a subtransaction, where PostgreSQL turns the conflict into FATAL (the connection ends); a
 # wait without one gets PostgreSQL's ordinary ERROR and the session lives on.
 #

@@ -1,7 +1,7 @@
 -- MariaDB 10.11's own tests of its user-level locks (mysql-test/main/func_misc.test: GET_LOCK,
 -- RELEASE_LOCK, IS_FREE_LOCK, IS_USED_LOCK, RELEASE_ALL_LOCKS), the single-session cases,
 -- restated for pglock. Where MariaDB answers differently a comment gives MariaDB's answer; the
--- README's MySQL table says why pglock answers as MySQL 8.0 or PostgreSQL do. The cases that
+-- docs/api.md's MySQL table says why pglock answers as MySQL 8.0 or PostgreSQL do. The cases that
 -- need two sessions (hand-over, a holder elsewhere, a killed wait, deadlock, fractional
 -- timeouts) are in tests/shapes.rs. MariaDB's table-lock cases (LOCK TABLES, FLUSH TABLES WITH
 -- READ LOCK) have no PostgreSQL counterpart and are left out.
