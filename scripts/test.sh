@@ -213,6 +213,8 @@ for major in "${majors[@]}"; do
   tests/server/docs_examples.sh
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh tests/pgbouncer/token_locks.py
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh examples/serverless_job.py
+  PYTHONPATH=clients/python PYTHON=$PGLOCK_PYTHON \
+    bash tests/pgbouncer/pooler.sh clients/python/test_token_locks.py
   if [ -n "$quick" ]; then
     cluster_stop
     continue

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{code_and_message, pid, server_version_num, session, try_lock};
+use common::{code_and_message, pid, server_version_num, session, try_lock, wait_until_running};
 
 /// A statement that keeps timing out on `name` (held elsewhere) for `seconds`, then returns
 /// normally: if it ever returns, whatever should have stopped it was lost.
@@ -112,22 +112,7 @@ fn every_cancel_of_a_timing_out_session_surfaces_as_57014() {
                     let pattern = format!("{tag}%");
                     let token = waiter.cancel_token();
                     let cancel = thread::spawn(move || {
-                        let start = Instant::now();
-                        loop {
-                            let active: bool = canceller
-                                .query_one(
-                                    "SELECT EXISTS (SELECT FROM pg_stat_activity
-                                     WHERE pid = $1 AND state = 'active' AND query LIKE $2)",
-                                    &[&waiter_pid, &pattern],
-                                )
-                                .unwrap()
-                                .get(0);
-                            if active {
-                                break;
-                            }
-                            assert!(start.elapsed() < Duration::from_secs(30));
-                            thread::sleep(Duration::from_millis(2));
-                        }
+                        wait_until_running(&mut canceller, waiter_pid, &pattern);
                         // Land the cancel at varying points of the wait loop.
                         thread::sleep(Duration::from_micros(
                             (worker * 7919 + round * 104_729) as u64 % 30_000,

@@ -10,8 +10,9 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,38 @@ fn table_use(client: &mut Client) -> (i64, i64) {
         )
         .unwrap();
     (row.get(0), row.get(1))
+}
+
+/// Polls until `pid` runs a statement matching `pattern` (true) or `ended` is set (false).
+fn running_or_ended(observer: &mut Client, pid: i32, pattern: &str, ended: &AtomicBool) -> bool {
+    while !ended.load(Ordering::SeqCst) {
+        let active: bool = observer
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity
+                 WHERE pid = $1 AND state = 'active' AND query LIKE $2)",
+                &[&pid, &pattern],
+            )
+            .unwrap()
+            .get(0);
+        if active {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+/// Waits (at most 30 s) until no token-owned lock is held or waited for.
+fn wait_until_table_empty(observer: &mut Client) {
+    let start = Instant::now();
+    while table_use(observer) != (0, 0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "entries left: {:?}",
+            table_use(observer)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -379,15 +412,7 @@ fn token_owned_a_cancelled_or_timed_out_wait_leaves_nothing_behind() {
     }
     assert!(granted >= 1, "some tries found the key free");
     wait_for_waiters(&mut observer, name, 0);
-    let start = Instant::now();
-    while table_use(&mut observer) != (0, 0) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "entries left: {:?}",
-            table_use(&mut observer)
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_table_empty(&mut observer);
     holder
         .query_one("SELECT pglock.unlock($1)", &[&name])
         .unwrap();
@@ -600,4 +625,86 @@ fn token_owned_locks_are_counted_in_pglock_stats() {
         (2, 1, 1, 1, true),
         "acquisitions, waited, busy, timeouts, waited"
     );
+}
+
+#[test]
+fn token_owned_every_cancel_of_a_waiting_acquire_surfaces_as_57014_and_leaves_nothing() {
+    let _guard = one_at_a_time();
+    let name = "token: cancel storm";
+    let mut holder = session();
+    holder
+        .query_one("SELECT pglock.lock($1)", &[&name])
+        .unwrap();
+    let workers: Vec<_> = (0..4u64)
+        .map(|worker| {
+            thread::spawn(move || {
+                let mut waiter = session();
+                let waiter_pid: i32 = waiter
+                    .query_one("SELECT pg_backend_pid()", &[])
+                    .unwrap()
+                    .get(0);
+                let mut canceller = session();
+                for round in 0..6u64 {
+                    let tag = format!("/* worker {worker} round {round} */");
+                    let statement = format!("{tag} SELECT pglock.acquire('{name}', '60 s')");
+                    let pattern = format!("{tag}%");
+                    let ended = Arc::new(AtomicBool::new(false));
+                    let statement_ended = Arc::clone(&ended);
+                    let cancel = thread::spawn(move || {
+                        let seen = running_or_ended(
+                            &mut canceller,
+                            waiter_pid,
+                            &pattern,
+                            &statement_ended,
+                        );
+                        if seen {
+                            // Land the cancel at varying points: before the worker answers,
+                            // while the waiter process starts, while it waits.
+                            thread::sleep(Duration::from_micros(
+                                (worker * 7919 + round * 104_729) % 30_000,
+                            ));
+                            // pg_cancel_backend signals before it returns, and only while
+                            // this round's statement runs: a cancel never lands on the next one.
+                            canceller
+                                .query_one(
+                                    "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
+                                     WHERE pid = $1 AND state = 'active' AND query LIKE $2",
+                                    &[&waiter_pid, &pattern],
+                                )
+                                .unwrap();
+                        }
+                        (canceller, seen)
+                    });
+                    let started = Instant::now();
+                    let result = waiter.batch_execute(&statement);
+                    let took = started.elapsed();
+                    ended.store(true, Ordering::SeqCst);
+                    let (returned, seen) = cancel.join().unwrap();
+                    canceller = returned;
+                    assert!(
+                        seen,
+                        "worker {worker}, round {round}: ended after {took:?}, unseen: {result:?}"
+                    );
+                    let error = result.expect_err("the cancel must end the acquire");
+                    assert_eq!(
+                        code_and_message(&error).0,
+                        "57014",
+                        "worker {worker}, round {round}: {error}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let mut observer = session();
+    wait_for_waiters(&mut observer, name, 0);
+    wait_until_table_empty(&mut observer);
+    holder
+        .query_one("SELECT pglock.unlock($1)", &[&name])
+        .unwrap();
+    // Nothing was granted behind the session's back: the name is free.
+    let token = acquire(&mut observer, name, "60 s", "0").expect("free");
+    assert!(release(&mut observer, name, token));
 }

@@ -103,6 +103,22 @@ def test_workers_take_turns():
     assert most[0] == 1 and count[0] == 120, (most, count)
 
 
+def test_lock_all_takes_a_list_with_a_cast():
+    conn = connect()
+    names = ["py:all-1", "py:all-2"]
+    # Untyped, a list matches both lock_all(text[]) and lock_all(bigint[]).
+    try:
+        conn.execute("SELECT pglock.lock_all(%s, '1 s')", (names,))
+        raise AssertionError("an untyped list was accepted")
+    except psycopg.errors.AmbiguousFunction:
+        pass
+    assert conn.execute("SELECT pglock.lock_all(%s::text[], '1 s')", (names,)).fetchone()[0]
+    assert [held(conn, name) for name in names] == [1, 1]
+    assert conn.execute("SELECT pglock.unlock_all(%s::text[])", (names,)).fetchone()[0]
+    assert [held(conn, name) for name in names] == [0, 0]
+    conn.close()
+
+
 if __name__ == "__main__":
     tests = [value for name, value in sorted(globals().items()) if name.startswith("test_")]
     for test in tests:

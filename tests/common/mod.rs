@@ -71,6 +71,30 @@ pub fn wait_until_waiting(observer: &mut Client, pid: i32) {
     }
 }
 
+/// Blocks until `pid` runs a statement whose text matches the LIKE `pattern` (at most 30 s):
+/// tag each statement of a loop, so that a canceller waits for this one and not the last.
+pub fn wait_until_running(observer: &mut Client, pid: i32, pattern: &str) {
+    let start = Instant::now();
+    loop {
+        let active: bool = observer
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity
+                 WHERE pid = $1 AND state = 'active' AND query LIKE $2)",
+                &[&pid, &pattern],
+            )
+            .unwrap()
+            .get(0);
+        if active {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pid {pid} never ran {pattern}"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
 pub fn sqlstate(error: &postgres::Error) -> Option<&SqlState> {
     error.code()
 }

@@ -101,8 +101,10 @@ try:
         ("pglock_locks_count", (("mode", "exclusive"), ("state", "waiting"))): 2,
         ("pglock_locks_expired_leases", (("mode", "exclusive"), ("state", "held"))): 0,
         ("pglock_waiting_waiters", (("lock", "metrics-a"),)): 2,
-        # metrics-a and -b (held) and metrics-c (done) since the reset.
-        ("pglock_status_stats_entries", ()): 3,
+        # metrics-a and -b (held), metrics-c (done) and metrics-token (held by its token)
+        # since the reset.
+        ("pglock_status_stats_entries", ()): 4,
+        ("pglock_stats_acquisitions", (("database", "postgres"), ("lock", "metrics-token"))): 1,
         ("pglock_status_stats_evictions", ()): 0,
         ("pglock_stats_acquisitions", (("database", "postgres"), ("lock", "metrics-c"))): 3,
         ("pglock_stats_session_holds", (("database", "postgres"), ("lock", "metrics-c"))): 1,

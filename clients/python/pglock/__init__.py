@@ -12,12 +12,17 @@
 Session locks belong to the connection: use one that stays yours for the duration (not one
 returned to a pool in between). `xact_lock` takes a transaction lock, released by the
 transaction's end; use it inside `with conn.transaction():`.
+
+Locks owned by a token belong to no connection (pglock preloaded, max_prepared_transactions > 0):
+
+    with pglock.acquire(connect, "nightly-import", ttl=60, timeout=10) as held:
+        ...          # held.token; held.renew() extends it; any connection may be used
 """
 
 from contextlib import contextmanager
 from datetime import timedelta
 
-__all__ = ["LockNotAcquired", "lock", "try_lock", "xact_lock", "key"]
+__all__ = ["LockNotAcquired", "lock", "try_lock", "xact_lock", "key", "acquire", "TokenLock"]
 
 
 class LockNotAcquired(Exception):
@@ -75,3 +80,48 @@ def xact_lock(conn, name, timeout=None, shared=False):
 def key(conn, name):
     """The advisory-lock key of `name`: pg_advisory_lock(key) takes the same lock."""
     return _scalar(conn, "SELECT pglock.key(%s::text)", (name,))
+
+
+class TokenLock:
+    """A lock owned by a token, as `acquire` yields it: `token` is its fencing token; `renew`
+    and `release` work from a new connection each time (`connect` is called for each)."""
+
+    def __init__(self, connect, name, token, shared):
+        self.connect, self.name, self.token, self.shared = connect, name, token, shared
+
+    def _call(self, query, params):
+        conn = self.connect()
+        try:
+            return _scalar(conn, query, params)
+        finally:
+            conn.close()
+
+    def renew(self, ttl=None):
+        """Extends the lock by `ttl` seconds from now (None: the TTL it was taken with); False
+        when the token no longer owns it (it expired, or was released)."""
+        return self._call("SELECT pglock.renew(%s::text, %s, %s::interval)",
+                          (self.name, self.token, _interval(ttl)))
+
+    def release(self):
+        """Releases the lock; False when the token no longer owned it."""
+        return self._call("SELECT pglock.release(%s::text, %s)", (self.name, self.token))
+
+
+@contextmanager
+def acquire(connect, name, ttl, timeout=None, shared=False):
+    """Holds the lock `name` owned by a new token for the block: released on the way out,
+    exception or not, unless it expired first (its TTL, `ttl` seconds, passed without a
+    renewal). Waits at most `timeout` (None: until granted); raises LockNotAcquired if it is
+    not granted in time. `connect` is called for a connection for each statement and the
+    connection closed after it, as a client behind a transaction-mode pooler or a serverless
+    function would; a function returning one open connection works too if it is not closed."""
+    function = "acquire_shared" if shared else "acquire"
+    lock = TokenLock(connect, name, None, shared)
+    lock.token = lock._call(f"SELECT pglock.{function}(%s::text, %s::interval, %s::interval)",
+                            (name, _interval(ttl), _interval(timeout)))
+    if lock.token is None:
+        raise LockNotAcquired(f"{name!r} was not granted within {timeout!r}")
+    try:
+        yield lock
+    finally:
+        lock.release()

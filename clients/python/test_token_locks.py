@@ -1,0 +1,87 @@
+"""The Python client's token-owned locks against a real server with pglock preloaded (libpq
+environment; run by scripts/test.sh in its preloaded step, through PgBouncer in transaction
+mode when PGLOCK_WIDE_DB names its pool). Every check asserts; a worker's exception fails."""
+
+import os
+import threading
+import time
+
+import psycopg
+
+import pglock
+
+POOL = os.environ.get("PGLOCK_WIDE_DB")
+
+
+def connect():
+    # A new connection for each statement, as a serverless function makes.
+    args = {"dbname": POOL, "prepare_threshold": None} if POOL else {}
+    return psycopg.connect(autocommit=True, **args)
+
+
+def one(sql, *args):
+    with connect() as conn:
+        return conn.execute(sql, args).fetchone()[0]
+
+
+def test_acquire_holds_for_the_block_across_connections_and_releases_on_an_exception():
+    name = "py:token"
+    try:
+        with pglock.acquire(connect, name, ttl=60, timeout=1) as held:
+            assert held.token > 0
+            assert one("SELECT pglock.try_lock(%s)", name) is False
+            assert held.renew() is True and held.renew(ttl=30) is True
+            assert one("SELECT token FROM pglock.locks WHERE key = pglock.key(%s)", name) == held.token
+            raise RuntimeError("the block fails")
+    except RuntimeError:
+        pass
+    assert one("SELECT count(*) FROM pglock.token_locks() WHERE key = pglock.key(%s)", name) == 0
+    assert held.renew() is False and held.release() is False
+
+
+def test_a_timeout_raises_lock_not_acquired_and_takes_nothing():
+    name = "py:token-busy"
+    with pglock.acquire(connect, name, ttl=60) as first:
+        try:
+            with pglock.acquire(connect, name, ttl=60, timeout=0.2):
+                raise AssertionError("granted while taken")
+        except pglock.LockNotAcquired:
+            pass
+        assert one("SELECT count(*) FROM pglock.token_locks() WHERE key = pglock.key(%s)",
+                   name) == 1
+        assert first.token is not None
+
+
+def test_workers_take_turns_and_tokens_grow():
+    name, errors, tokens, inside, most = "py:token-turns", [], [], [0], [0]
+    guard = threading.Lock()
+
+    def worker():
+        try:
+            for _ in range(5):
+                with pglock.acquire(connect, name, ttl=30, timeout=30) as held:
+                    with guard:
+                        inside[0] += 1
+                        most[0] = max(most[0], inside[0])
+                        tokens.append(held.token)
+                    time.sleep(0.01)  # another holder at once would be counted meanwhile
+                    with guard:
+                        inside[0] -= 1
+        except Exception as error:  # every failure fails the run
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert len(tokens) == 20 and most[0] == 1, (len(tokens), most)
+    assert len(set(tokens)) == 20, "a token was handed out twice"
+
+
+if __name__ == "__main__":
+    tests = [value for name, value in sorted(globals().items()) if name.startswith("test_")]
+    for test in tests:
+        test()
+    print(f"python client, token-owned locks: {len(tests)} tests passed")
