@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{code_and_message, session};
+use common::{code_and_message, running_or_ended, session};
 use postgres::Client;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -98,25 +98,6 @@ fn table_use(client: &mut Client) -> (i64, i64) {
         )
         .unwrap();
     (row.get(0), row.get(1))
-}
-
-/// Polls until `pid` runs a statement matching `pattern` (true) or `ended` is set (false).
-fn running_or_ended(observer: &mut Client, pid: i32, pattern: &str, ended: &AtomicBool) -> bool {
-    while !ended.load(Ordering::SeqCst) {
-        let active: bool = observer
-            .query_one(
-                "SELECT EXISTS (SELECT FROM pg_stat_activity
-                 WHERE pid = $1 AND state = 'active' AND query LIKE $2)",
-                &[&pid, &pattern],
-            )
-            .unwrap()
-            .get(0);
-        if active {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-    false
 }
 
 /// Waits (at most 30 s) until no token-owned lock is held or waited for.

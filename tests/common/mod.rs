@@ -74,8 +74,24 @@ pub fn wait_until_waiting(observer: &mut Client, pid: i32) {
 /// Blocks until `pid` runs a statement whose text matches the LIKE `pattern` (at most 30 s):
 /// tag each statement of a loop, so that a canceller waits for this one and not the last.
 pub fn wait_until_running(observer: &mut Client, pid: i32, pattern: &str) {
+    assert!(running_or_ended(
+        observer,
+        pid,
+        pattern,
+        &std::sync::atomic::AtomicBool::new(false)
+    ));
+}
+
+/// Polls until `pid` runs a statement matching the LIKE `pattern` (true) or `ended` is set
+/// (false); at most 30 s.
+pub fn running_or_ended(
+    observer: &mut Client,
+    pid: i32,
+    pattern: &str,
+    ended: &std::sync::atomic::AtomicBool,
+) -> bool {
     let start = Instant::now();
-    loop {
+    while !ended.load(std::sync::atomic::Ordering::SeqCst) {
         let active: bool = observer
             .query_one(
                 "SELECT EXISTS (SELECT FROM pg_stat_activity
@@ -85,7 +101,7 @@ pub fn wait_until_running(observer: &mut Client, pid: i32, pattern: &str) {
             .unwrap()
             .get(0);
         if active {
-            return;
+            return true;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -93,6 +109,7 @@ pub fn wait_until_running(observer: &mut Client, pid: i32, pattern: &str) {
         );
         thread::sleep(Duration::from_millis(2));
     }
+    false
 }
 
 pub fn sqlstate(error: &postgres::Error) -> Option<&SqlState> {
