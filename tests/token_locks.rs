@@ -281,6 +281,11 @@ fn token_owned_a_renewed_lock_is_kept_past_its_ttl() {
         .unwrap()
         .get::<_, bool>(0));
     assert!(release(&mut client, name, token));
+    // Released for real after a renewal with another TTL (the prepared transaction is gone).
+    assert!(
+        try_session_lock(&mut client, name),
+        "free after the release"
+    );
 }
 
 #[test]

@@ -36,6 +36,8 @@ def test_acquire_holds_for_the_block_across_connections_and_releases_on_an_excep
     except RuntimeError:
         pass
     assert one("SELECT count(*) FROM pglock.token_locks() WHERE key = pglock.key(%s)", name) == 0
+    # Free for real (renewed with another TTL, then released): a transaction lock is granted.
+    assert one("SELECT pg_try_advisory_xact_lock(pglock.key(%s))", name) is True
     assert held.renew() is False and held.release() is False
 
 

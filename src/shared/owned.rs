@@ -101,7 +101,10 @@ struct Entry {
     waiter: i32,
     key: i64,
     token: i64,
+    /// The TTL in force (a renewal may give another).
     ttl_us: i64,
+    /// The TTL the lock was prepared with, part of its GID.
+    prepared_ttl_us: i64,
     since: pg_sys::TimestampTz,
     expires_at: pg_sys::TimestampTz,
     name_len: u16,
@@ -137,7 +140,7 @@ impl Entry {
             self.database,
             self.key,
             if self.shared { 's' } else { 'x' },
-            self.ttl_us,
+            self.prepared_ttl_us,
             self.role
         ))
         .expect("digits and colons")
@@ -921,6 +924,7 @@ unsafe fn take(table: &Table, index: usize, generation: u32, dont_wait: bool) ->
     let xid = unsafe { pg_sys::GetTopTransactionId() };
     let mut prepared = entry;
     prepared.token = token;
+    prepared.prepared_ttl_us = entry.ttl_us;
     let gid = prepared.gid();
     // SAFETY: PREPARE TRANSACTION as postgres.c runs it: the lock moves to the prepared
     // transaction and stays held after this transaction command ends.
@@ -932,6 +936,7 @@ unsafe fn take(table: &Table, index: usize, generation: u32, dont_wait: bool) ->
     let max_hold = settings::token_max_hold_us();
     with_entry(table, index, generation, |entry| {
         entry.token = token;
+        entry.prepared_ttl_us = prepared.prepared_ttl_us;
         entry.xid = xid.into_inner();
         entry.since = now;
         entry.expires_at = now.saturating_add(entry.ttl_us.min(max_hold));
@@ -1023,12 +1028,12 @@ fn report_expiry(entry: &Entry) {
 }
 
 /// Runs `f`; an ERROR it raises aborts its transaction and is logged as a WARNING (a cancel,
-/// which ends a waiter whose session gave up, only at DEBUG1), and false is returned, so that
-/// the worker goes on.
-fn caught(what: &str, f: impl FnOnce()) -> bool {
+/// which ends a waiter whose session gave up, only at DEBUG1), and its SQLSTATE is returned,
+/// so that the worker goes on.
+fn caught(what: &str, f: impl FnOnce()) -> Result<(), PgSqlErrorCode> {
     PgTryBuilder::new(AssertUnwindSafe(|| {
         f();
-        true
+        Ok(())
     }))
     .catch_others(|error| {
         // SAFETY: cleans up the failed transaction, as PostgresMain does after an ERROR.
@@ -1038,12 +1043,13 @@ fn caught(what: &str, f: impl FnOnce()) -> bool {
             | pg_sys::panic::CaughtError::ErrorReport(report) => report,
             pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport,
         };
-        if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
+        let code = report.sql_error_code();
+        if code == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
             pgrx::debug1!("pglock: {what}: {}", report.message());
         } else {
             pgrx::warning!("pglock: {what}: {}", report.message());
         }
-        false
+        Err(code)
     })
     .execute()
 }
@@ -1085,6 +1091,7 @@ fn read_back(table: &Table) {
             entry.key = key.parse().ok()?;
             entry.shared = mode == "s";
             entry.ttl_us = ttl.parse().ok()?;
+            entry.prepared_ttl_us = entry.ttl_us;
             entry.role = role.parse().ok()?;
             entry.xid = xid as u32;
             entry.since = now;
@@ -1179,25 +1186,31 @@ fn serve(table: &Table) -> pg_sys::TimestampTz {
         (asked, ending)
     });
     let mut retry = false;
+    let mut failed = false;
     for (index, generation) in ending {
         let mut done = true;
-        let ok = caught("ending a lock", || {
+        match caught("ending a lock", || {
             // SAFETY: the token worker, outside any transaction.
             done = unsafe { finish(table, index, generation) };
-        });
-        if !ok {
-            // Its prepared transaction is gone (finished by hand): nothing is held any more.
-            with_entry(table, index, generation, Entry::free);
-            changed(table);
+        }) {
+            Ok(()) => retry |= !done,
+            Err(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT) => {
+                // Its prepared transaction is gone (finished by hand): nothing is held.
+                with_entry(table, index, generation, Entry::free);
+                changed(table);
+            }
+            // Anything else: the lock is still held; try again in a while (the WARNING
+            // says why).
+            Err(_) => failed = true,
         }
-        retry |= !done;
     }
     for (index, generation) in asked {
         let mut taken = Taken::Gone;
         let ok = caught("taking a lock", || {
             // SAFETY: the token worker, outside any transaction.
             taken = unsafe { take(table, index, generation, true) };
-        });
+        })
+        .is_ok();
         if !ok {
             with_entry(table, index, generation, |entry| {
                 if entry.abandoned {
@@ -1231,7 +1244,10 @@ fn serve(table: &Table) -> pg_sys::TimestampTz {
             .min()
             .unwrap_or(i64::MAX)
     });
-    if retry {
+    if failed {
+        // An ending lock's rollback failed: look again in a second.
+        next_expiry.max(backend::now() + 1_000_000)
+    } else if retry {
         // A fence_ok transaction is in the way of an ending lock: look again soon.
         next_expiry.min(backend::now() + 10_000)
     } else {
@@ -1264,7 +1280,8 @@ pub extern "C-unwind" fn pglock_token_waiter(argument: pg_sys::Datum) {
     if started != Some(true) {
         return;
     }
-    caught("waiting for a lock", || {
+    // An ERROR was logged by `caught` (a cancel only at DEBUG1); the entry says the rest.
+    let _ = caught("waiting for a lock", || {
         // SAFETY: a background worker connected to pglock.token_database, outside any
         // transaction.
         unsafe { take(table, index, generation, false) };
