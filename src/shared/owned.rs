@@ -513,7 +513,7 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
                 errors::token_lock_waits_for_own_hold();
             }
             pending.waiting_since = Some(backend::now());
-            start_waiter(table, index, generation)
+            start_waiter(table, index, generation, deadline)
         }
         other => other,
     };
@@ -643,8 +643,19 @@ fn wait_for(
     }
 }
 
-/// Starts the waiter process for a refused request; returns the entry's new state.
-fn start_waiter(table: &Table, index: usize, generation: u32) -> State {
+/// How long a session tries for a background worker slot for its waiter before 53400: slots of
+/// waiters that just ended are given back by the postmaster a moment later.
+const WORKER_SLOT_PATIENCE_US: i64 = 2_000_000;
+
+/// Starts the waiter process for a refused request, trying again every 10 ms while every
+/// background worker slot is taken, until `deadline` or for WORKER_SLOT_PATIENCE_US at most;
+/// returns the entry's new state.
+fn start_waiter(
+    table: &Table,
+    index: usize,
+    generation: u32,
+    deadline: Option<pg_sys::TimestampTz>,
+) -> State {
     let moved = with_entry(table, index, generation, |entry| {
         if entry.state == State::Refused && !entry.abandoned {
             entry.state = State::Waiting;
@@ -656,20 +667,40 @@ fn start_waiter(table: &Table, index: usize, generation: u32) -> State {
     if moved != Some(true) {
         return State::Free;
     }
-    let started = BackgroundWorkerBuilder::new("pglock token waiter")
-        .set_type("pglock token waiter")
-        .set_library("pglock")
-        .set_function("pglock_token_waiter")
-        .enable_spi_access()
-        .set_argument(Some(pg_sys::Datum::from(index)))
-        .set_extra(&generation.to_string())
-        .load_dynamic();
-    if started.is_err() {
-        with_entry(table, index, generation, Entry::free);
-        changed(table);
-        errors::no_worker_for_token_wait();
+    let started_at = backend::now();
+    let give_up_at = deadline.map_or(started_at + WORKER_SLOT_PATIENCE_US, |deadline| {
+        deadline.min(started_at + WORKER_SLOT_PATIENCE_US)
+    });
+    loop {
+        let started = BackgroundWorkerBuilder::new("pglock token waiter")
+            .set_type("pglock token waiter")
+            .set_library("pglock")
+            .set_function("pglock_token_waiter")
+            .enable_spi_access()
+            .set_argument(Some(pg_sys::Datum::from(index)))
+            .set_extra(&generation.to_string())
+            .load_dynamic();
+        if started.is_ok() {
+            return State::Waiting;
+        }
+        if backend::now() >= give_up_at {
+            with_entry(table, index, generation, Entry::free);
+            changed(table);
+            errors::no_worker_for_token_wait();
+        }
+        // SAFETY: a timed wait on this backend's own latch; the interrupt check may raise a
+        // cancel's ERROR, which the caller's guard answers.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                10,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
     }
-    State::Waiting
 }
 
 /// The session's application_name and client address, cut to what the table keeps.
