@@ -48,7 +48,7 @@ struct TokenLocks {
     waiting: usize,
     /// pglock.max_token_locks.
     capacity: usize,
-    max_prepared_transactions: Option<i32>,
+    max_prepared_transactions: i32,
     /// pglock.max_token_locks_per_role (null: only the overall cap).
     max_per_role: Option<usize>,
     /// pglock.token_max_hold in seconds: the longest any of them holds back vacuum's horizon.
@@ -203,10 +203,7 @@ fn status() -> JsonB {
             held: occupancy.held,
             waiting: occupancy.waiting,
             capacity: occupancy.capacity,
-            max_prepared_transactions: query_one::<String>(
-                "SELECT pg_catalog.current_setting('max_prepared_transactions')",
-            )
-            .and_then(|value| value.parse().ok()),
+            max_prepared_transactions: owned::max_prepared_transactions(),
             max_per_role: settings::max_token_locks_per_role(),
             max_hold_seconds: settings::token_max_hold_us() / 1_000_000,
             oldest_hold_seconds: occupancy.oldest_hold_s,

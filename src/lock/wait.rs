@@ -538,8 +538,10 @@ fn request_query_cancel() {
     }
 }
 
-/// Makes the next CHECK_FOR_INTERRUPTS look at every pending flag again.
-fn rearm_interrupts() {
+/// Makes the next CHECK_FOR_INTERRUPTS look at every pending flag again: after an ERROR that
+/// ProcessInterrupts raised has been caught, the flags it had not reached yet are still set
+/// while InterruptPending is not.
+pub fn rearm_interrupts() {
     // SAFETY: as above; ProcessInterrupts does nothing for flags that are not set.
     unsafe { ptr::write_volatile(ptr::addr_of_mut!(pg_sys::InterruptPending), 1) };
 }

@@ -35,6 +35,7 @@ use pgrx::prelude::*;
 use crate::backend;
 use crate::errors;
 use crate::lock::manager::{fence_tag, AdvisoryLock, Mode};
+use crate::lock::wait;
 use crate::names::name::MAX_NAME_BYTES;
 use crate::session::counts::Counters;
 use crate::session::events;
@@ -322,8 +323,7 @@ fn usable_table() -> &'static Table {
     if backend::recovery_in_progress() {
         errors::token_locks_on_standby();
     }
-    // SAFETY: a plain int, fixed at server start.
-    if unsafe { max_prepared_xacts } == 0 {
+    if max_prepared_transactions() == 0 {
         errors::token_locks_need_prepared_transactions();
     }
     if !table.ready.load(Ordering::SeqCst) || table.worker_latch.load(Ordering::SeqCst).is_null() {
@@ -335,6 +335,12 @@ fn usable_table() -> &'static Table {
 unsafe extern "C" {
     /// twophase.h: max_prepared_transactions.
     static max_prepared_xacts: std::ffi::c_int;
+}
+
+/// max_prepared_transactions, fixed at server start.
+pub fn max_prepared_transactions() -> i32 {
+    // SAFETY: a plain int, set before any backend runs.
+    unsafe { max_prepared_xacts }
 }
 
 unsafe extern "C-unwind" {
@@ -457,10 +463,9 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
                 return Err((by_role, cap, true));
             }
         }
-        // SAFETY: a plain int, fixed at server start.
         let cap = entries
             .len()
-            .min(unsafe { max_prepared_xacts }.max(0) as usize);
+            .min(max_prepared_transactions().max(0) as usize);
         let free = entries.iter().position(|e| e.state == State::Free);
         let Some(index) = free.filter(|_| used < cap) else {
             return Err((used, cap, false));
@@ -517,39 +522,30 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
         }
         other => other,
     };
-    let outcome = match state {
-        State::Waiting => wait_for(table, index, generation, deadline, |entry| {
+    if state == State::Waiting {
+        let answered = wait_for(table, index, generation, deadline, |entry| {
             entry.state != State::Waiting
-        }),
-        other => Some(other),
-    };
-    let outcome = match outcome {
-        None => {
-            // Out of time: unless the grant has come or is on its way, give it up.
-            let granted = with_entry(table, index, generation, |entry| {
-                matches!(entry.state, State::Granting | State::Held)
-            });
-            if granted != Some(true) {
-                let since = pending.waiting_since;
-                count(request.key, request.name, |counts| {
-                    counts.timeouts = 1;
-                    if let Some(since) = since {
-                        counts.waited_for(backend::now() - since);
-                    }
-                });
-                return None;
-            }
-            wait_for(table, index, generation, None, |entry| {
-                entry.state != State::Granting
-            })
-        }
-        some => some,
-    };
-    if outcome == Some(State::Granting) {
-        wait_for(table, index, generation, None, |entry| {
-            entry.state != State::Granting
         });
+        // Out of time: unless the grant has come or is on its way, give it up.
+        let granted = answered.is_some()
+            || with_entry(table, index, generation, |entry| {
+                matches!(entry.state, State::Granting | State::Held)
+            }) == Some(true);
+        if !granted {
+            let since = pending.waiting_since;
+            count(request.key, request.name, |counts| {
+                counts.timeouts = 1;
+                if let Some(since) = since {
+                    counts.waited_for(backend::now() - since);
+                }
+            });
+            return None;
+        }
     }
+    // A grant on its way (its transaction being prepared) is waited for, deadline or not.
+    wait_for(table, index, generation, None, |entry| {
+        entry.state != State::Granting
+    });
     let held = with_entry(table, index, generation, |entry| {
         (entry.state == State::Held).then(|| {
             entry.requester = 0;
@@ -1069,6 +1065,9 @@ fn caught(what: &str, f: impl FnOnce()) -> Result<(), PgSqlErrorCode> {
     .catch_others(|error| {
         // SAFETY: cleans up the failed transaction, as PostgresMain does after an ERROR.
         unsafe { pg_sys::AbortOutOfAnyTransaction() };
+        // A cancel raised by ProcessInterrupts left the flags after it (a ProcSignalBarrier
+        // that DROP DATABASE waits for, ...) unserviced: the next check must see them.
+        wait::rearm_interrupts();
         let report = match &error {
             pg_sys::panic::CaughtError::PostgresError(report)
             | pg_sys::panic::CaughtError::ErrorReport(report) => report,
