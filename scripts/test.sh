@@ -208,9 +208,11 @@ for major in "${majors[@]}"; do
     max_worker_processes=32
   tests/server/leases_restart.sh
 
+  step "PostgreSQL $major: the examples of README.md and docs/, as shown"
+  tests/server/docs_examples.sh
+
   step "PostgreSQL $major: token-owned locks across restarts and through PgBouncer"
   tests/server/token_locks_restart.sh
-  tests/server/docs_examples.sh
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh tests/pgbouncer/token_locks.py
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh examples/serverless_job.py
   PYTHONPATH=clients/python PYTHON=$PGLOCK_PYTHON \
