@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Usage: scripts/test.sh [--quick] [MAJOR...]    (default: every version in pg-versions)
 #
-# --quick is the inner loop: one version (15 unless given), sqlsmith for 15 s a seed, and no
-# failover, pg_auto_failover, Prometheus or packaging steps. .ci/run runs the whole suite.
+# --quick is the inner loop: one version (15 unless given), soaks of 5 s, sqlsmith for 15 s a
+# seed, and no failover, pg_auto_failover, Prometheus or packaging steps. .ci/run runs the whole suite.
 # Each step's duration is printed at the end of a run.
 #
 # Runs pglock's whole test suite against each PostgreSQL version:
@@ -22,7 +22,9 @@
 #      PGLOCK_SQLSMITH_SECONDS=600 soaks);
 #   6. fencing tokens across `pg_ctl restart -m immediate` and SIGKILL of the postmaster
 #      (tests/server/fencing_restart.sh); then, with pglock preloaded, the lease worker across
-#      crash restarts (tests/server/leases_restart.sh), token-owned locks across restarts
+#      crash restarts (tests/server/leases_restart.sh), the examples of README.md and docs/ as
+#      shown, and docs/functions.md against the catalog (tests/server/docs_examples.sh),
+#      token-owned locks across restarts
 #      (tests/server/token_locks_restart.sh) and through PgBouncer (tests/pgbouncer/token_locks.py,
 #      examples/serverless_job.py), and tokens, leases and token-owned locks across failover to
 #      a synchronous standby (tests/standby/failover.py), which ends the cluster;
@@ -51,6 +53,8 @@ if ((${#majors[@]} == 0)); then
   if [ -n "$quick" ]; then majors=(15); else majors=("${PGLOCK_VERSIONS[@]}"); fi
 fi
 [ -z "$quick" ] || export PGLOCK_SQLSMITH_SECONDS=${PGLOCK_SQLSMITH_SECONDS:-15}
+soak_seconds=${PGLOCK_SOAK_SECONDS:-}
+chaos_seconds=${PGLOCK_CHAOS_SECONDS:-}
 
 # step LABEL: logs the start of a step; the durations are printed by print_steps at the end.
 step_names=()
@@ -160,6 +164,16 @@ regress() {
 for major in "${majors[@]}"; do
   pg_config=$(pg_config_for "$major")
   [ -x "$pg_config" ] || { log "PostgreSQL $major is not in pg-versions"; exit 2; }
+
+  # The soaks (random load for a time: tests/shapes.rs, tests/chaos.rs, the reconnecting
+  # clients of tests/pgbouncer/token_locks.py) run their full 20 s on the first version and 5 s
+  # on the others and in --quick: every test runs on every version, the long random runs once.
+  # PGLOCK_SOAK_SECONDS and PGLOCK_CHAOS_SECONDS, when set, apply to every version.
+  if [ -n "$quick" ] || [ "$major" != "${majors[0]}" ]; then
+    export PGLOCK_SOAK_SECONDS=${soak_seconds:-5} PGLOCK_CHAOS_SECONDS=${chaos_seconds:-5}
+  else
+    export PGLOCK_SOAK_SECONDS=${soak_seconds:-20} PGLOCK_CHAOS_SECONDS=${chaos_seconds:-20}
+  fi
 
   step "PostgreSQL $major: Rust tests"
   rm -rf "$work/pgrx-data-$major"  # a fresh test instance every run

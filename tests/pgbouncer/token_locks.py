@@ -84,7 +84,7 @@ def across_transactions():
           "the waiter was granted at the release")
 
 
-def reconnecting_workers(workers=8, seconds=20):
+def reconnecting_workers(workers=8, seconds=int(os.environ.get("PGLOCK_SOAK_SECONDS", "20"))):
     name = "serverless counter"
     with psycopg.connect(**DIRECT, autocommit=True) as setup:
         setup.execute("DROP TABLE IF EXISTS pooled_counter")

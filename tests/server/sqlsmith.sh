@@ -2,8 +2,8 @@
 # Random SQL against every function: sqlsmith (Debian's package) generates queries over the
 # whole catalog, pglock's functions and view included, against a throwaway cluster with pglock
 # preloaded and tables whose text, bigint, interval and array columns feed pglock's arguments.
-# A run with a fixed seed and one with a random seed, PGLOCK_SQLSMITH_SECONDS each (default 30;
-# set it higher to soak). Fails on a server crash (`terminated by signal` in the server log), a
+# A run with a fixed seed and one with a random seed, at the same time, PGLOCK_SQLSMITH_SECONDS
+# each (default 30; set it higher to soak). Fails on a server crash (`terminated by signal` in the server log), a
 # Rust panic, or an XX000 raised by pglock (a Rust source location in the verbose log); and
 # unless sqlsmith's queries call pglock's functions that take names and arrays (counted in its
 # query log) and some of them really run (pg_stat_user_functions). The random-seed run leaves
@@ -66,8 +66,15 @@ run() { # SEED
   ((text_calls > 0 && array_calls > 0)) ||
     fail "seed $1 generated no call of pglock's functions taking a name or an array"
 }
-run 42
-run "$RANDOM" --exclude-catalog
+# The two runs go at the same time, each with its own connection: most of their queries wait
+# (on locks, statement_timeout, pg_sleep), so they share two cores without slowing each other,
+# and pglock sees two sessions' random calls interleave.
+run 42 &
+fixed=$!
+run "$RANDOM" --exclude-catalog &
+random=$!
+wait "$fixed" || exit 1
+wait "$random" || exit 1
 
 # What really ran (pg_stat_user_functions counts calls of C functions with track_functions =
 # all), not only what was generated: functions taking a name (text) and taking arrays.
