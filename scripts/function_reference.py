@@ -20,7 +20,8 @@ PAGE = ROOT / "docs" / "functions.md"
 HEAD = """# Function reference
 
 Every function of the extension's schema, with its `COMMENT` (what `\\df+ pglock.*` shows), in
-name order. The topic pages say more: [API](api.md), [locks owned by a token](token-locks.md),
+name order. The topic pages say more: [functions](api.md), [lock shapes](shapes.md),
+[fencing tokens and leases](fencing-and-leases.md), [locks owned by a token](token-locks.md),
 [observability](observability.md). This page is generated from the catalog by
 `scripts/function_reference.py --write`; the test suite runs it with `--check`, so a `COMMENT`
 and its entry here cannot disagree.

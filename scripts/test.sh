@@ -40,6 +40,7 @@ pglock_setup
 source scripts/cluster.sh
 
 bash scripts/check-versions.sh
+python3 scripts/check-links.py
 
 quick=
 majors=()
