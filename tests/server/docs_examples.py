@@ -2,7 +2,7 @@
 
 Two kinds of example are checked:
 
-- psql transcripts: every ``` block whose first line starts with `=# `. Its statements run in
+- psql transcripts: every ``` block with a line that starts with `=# `. Its statements run in
   one psql session, in a database of their own made for the block, and each statement's output
   must be what the block shows, cell by cell, after normalizing what differs from run to run:
   timestamps and intervals everywhere, and the columns that hold pids, tokens and timings
@@ -35,7 +35,7 @@ VARYING_COLUMNS = {"pid", "blocked_by", "token", "since", "waiting_since", "wait
                    "lease_expires_at", "acquired_at", "expires_at"}
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d(:\d\d)?)?")
 INTERVAL = re.compile(r"\b\d\d:\d\d:\d\d(\.\d+)?\b")
-TRANSCRIPT = re.compile(r"(?:^<!-- (not run|run): ([^\n]*?) -->\n)?^```\n(=# .*?)^```", re.S | re.M)
+BLOCK = re.compile(r"(?:^<!-- (not run|run): ([^\n]*?) -->\n)?^```\n(.*?)^```", re.S | re.M)
 SCRIPT = re.compile(r"<!-- tested: tests/server/docs_examples\.sh[^\n]*-->\n```sql\n(.*?)```", re.S)
 
 
@@ -144,8 +144,10 @@ def main(paths):
     first = None
     for path in paths:
         text = open(path).read()
-        for match in TRANSCRIPT.finditer(text):
+        for match in BLOCK.finditer(text):
             kind, note, block = match.groups()
+            if not re.search(r"^=# ", block, re.M):
+                continue  # not a psql transcript (a server log, a config file, a shell)
             line = text.count("\n", 0, match.start(3))
             if kind == "not run":
                 skipped += 1
