@@ -13,7 +13,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CStr;
-use std::mem::size_of;
 use std::ptr;
 use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering};
 use std::time::Duration;
@@ -35,6 +34,7 @@ use crate::names::name::LockName;
 use crate::session::registry;
 use crate::session::request::{refuse_parallel_worker, LockRequest};
 use crate::settings::{self, LeaseAction};
+use crate::shared::memory;
 
 /// Bytes of the lock's name kept for the worker's log message (longer names are cut).
 const NAME_BYTES: usize = 128;
@@ -91,12 +91,9 @@ impl Acted {
     }
 }
 
+/// The lease worker's fields of the table's header.
 #[repr(C)]
-struct Table {
-    lock: *mut pg_sys::LWLock,
-    capacity: u32,
-    /// Leases in use: entries 0..used.
-    used: u32,
+struct Fields {
     /// The worker's latch while it runs, else null.
     worker_latch: AtomicPtr<pg_sys::Latch>,
     /// When the worker looks next; i64::MAX while it scans or sleeps without a deadline, so
@@ -104,22 +101,16 @@ struct Table {
     worker_wakes_at: AtomicI64,
 }
 
-const TRANCHE: &CStr = c"pglock leases";
+/// The leases, 0..used of the table's entries.
+type Table = memory::Table<Fields, Lease>;
 
-/// The table in shared memory, set by the shmem startup hook; null when pglock is not
+/// The table in shared memory, set by the shmem startup hook; none when pglock is not
 /// preloaded or pglock.max_leases is 0.
-static TABLE: AtomicPtr<Table> = AtomicPtr::new(ptr::null_mut());
-
-fn header_size() -> usize {
-    size_of::<Table>().next_multiple_of(8)
-}
+static TABLE: memory::SharedTable<Fields, Lease> = memory::SharedTable::new(c"pglock leases");
 
 /// The shared memory the table needs (see memory.rs).
 pub fn shmem_size() -> usize {
-    match settings::max_leases() {
-        0 => 0,
-        capacity => header_size() + capacity * size_of::<Lease>(),
-    }
+    TABLE.size(settings::max_leases())
 }
 
 /// Asks for the table's LWLock.
@@ -127,10 +118,8 @@ pub fn shmem_size() -> usize {
 /// # Safety
 /// Only from the shmem request hook.
 pub unsafe fn request_lwlock() {
-    if settings::max_leases() > 0 {
-        // SAFETY: the request hook is the time to ask for named LWLocks.
-        unsafe { pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1) };
-    }
+    // SAFETY: the caller's.
+    unsafe { TABLE.request_lwlock(settings::max_leases()) }
 }
 
 /// Finds or creates the table in shared memory.
@@ -138,25 +127,11 @@ pub unsafe fn request_lwlock() {
 /// # Safety
 /// Only from the shmem startup hook, with AddinShmemInitLock held.
 pub unsafe fn attach() {
-    let capacity = settings::max_leases();
-    if capacity == 0 {
-        return;
-    }
-    // SAFETY: ShmemInitStruct under AddinShmemInitLock (held by the caller); a new table is
-    // zeroed, and its LWLock is the tranche requested at shmem request time. Pointers into
-    // shared memory are valid in every backend (forked from the postmaster).
+    // SAFETY: the caller's.
     unsafe {
-        let size = shmem_size();
-        let mut found = false;
-        let table =
-            pg_sys::ShmemInitStruct(c"pglock leases".as_ptr(), size, &mut found) as *mut Table;
-        if !found {
-            ptr::write_bytes(table.cast::<u8>(), 0, size);
-            (*table).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
-            (*table).capacity = capacity as u32;
-            (*table).worker_wakes_at = AtomicI64::new(i64::MAX);
-        }
-        TABLE.store(table, Ordering::Release);
+        TABLE.attach(settings::max_leases(), |fields| {
+            fields.worker_wakes_at = AtomicI64::new(i64::MAX)
+        })
     }
 }
 
@@ -186,24 +161,11 @@ fn with_leases<R>(
     mode: pg_sys::LWLockMode::Type,
     f: impl FnOnce(&mut [Lease], &mut u32) -> R,
 ) -> R {
-    // SAFETY: `table` is the attached table; the LWLock serialises every access to `used`
-    // and the entries, which lie within the region shmem_size() gave it.
-    unsafe {
-        pg_sys::LWLockAcquire(table.lock, mode);
-        let first = (table as *const Table as *mut u8)
-            .add(header_size())
-            .cast::<Lease>();
-        let leases = std::slice::from_raw_parts_mut(first, table.capacity as usize);
-        let used = &raw const table.used as *mut u32;
-        let result = f(leases, &mut *used);
-        pg_sys::LWLockRelease(table.lock);
-        result
-    }
+    table.with_entries(mode, f)
 }
 
 fn table() -> Option<&'static Table> {
-    // SAFETY: set once by the startup hook (inherited by every backend), never freed.
-    unsafe { TABLE.load(Ordering::Acquire).as_ref() }
+    TABLE.get()
 }
 
 /// The place of (pid, key) among the leases in use, trying `hint` first.
@@ -306,7 +268,7 @@ fn set(key: i64, name: Option<&str>, lease_us: Option<i64>) -> bool {
         Some(index)
     });
     let Some(index) = placed else {
-        errors::too_many_leases(table.capacity as usize)
+        errors::too_many_leases(table.capacity())
     };
     OWN.with_borrow_mut(|own| own.insert(key, index));
     wake_worker_for(table, lease.expires_at);
@@ -456,9 +418,9 @@ pub fn forget_released() {
 #[pg_guard]
 unsafe extern "C-unwind" fn remove_all_own(_code: i32, _arg: pg_sys::Datum) {
     let Some(table) = table() else { return };
-    // SAFETY: reads whether this backend holds the table's LWLock (it never raises with it
-    // held, but an exit must not wait for itself).
-    if unsafe { pg_sys::LWLockHeldByMe(table.lock) } {
+    // This backend never raises with the table's LWLock held, but an exit must not wait for
+    // itself.
+    if table.lock_held_by_me() {
         return;
     }
     let pid = backend::pid();
@@ -556,7 +518,7 @@ pub fn occupancy() -> Option<(usize, usize, bool)> {
         *used as usize
     });
     let worker = !table.worker_latch.load(Ordering::SeqCst).is_null();
-    Some((used, table.capacity as usize, worker))
+    Some((used, table.capacity(), worker))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 //! pglock's shared memory, which exists only when pglock is in shared_preload_libraries: one
 //! pair of hooks sizes and attaches every shared structure of the services it is given (the
 //! name map, the lease table, the range of fencing tokens, the statistics table: see
-//! shared/mod.rs), knowing none of them by name.
+//! shared/mod.rs), knowing none of them by name. `SharedTable` is the table in shared memory
+//! (a header, entries, one LWLock) that the lease table and the token-lock table are made of.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ffi::CStr;
+use std::mem::{align_of, size_of};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::OnceLock;
 
 use pgrx::pg_sys;
@@ -85,5 +88,137 @@ unsafe extern "C-unwind" fn attach_shared_memory() {
         }
         pg_sys::LWLockRelease(lock);
         ATTACHED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A table in shared memory: a header with the table's LWLock, its capacity, the count of
+/// entries in use (for tables kept dense), and a service's own fields `H` (reached through
+/// Deref; atomics and the like, read without the lock), followed by `capacity` entries of `E`,
+/// read and written only under the LWLock (`with_entries`).
+#[repr(C)]
+pub struct Table<H, E> {
+    lock: *mut pg_sys::LWLock,
+    capacity: u32,
+    /// Entries in use, 0..used, for a table kept dense; written only under the LWLock.
+    used: std::cell::UnsafeCell<u32>,
+    fields: H,
+    entries: std::marker::PhantomData<E>,
+}
+
+impl<H, E> std::ops::Deref for Table<H, E> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.fields
+    }
+}
+
+impl<H, E> Table<H, E> {
+    fn header_size() -> usize {
+        size_of::<Self>().next_multiple_of(align_of::<E>().max(8))
+    }
+
+    /// The number of entries the table has room for.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Runs `f` on every entry and on the count of entries in use, under the table's LWLock
+    /// in `mode`. `f` must not raise an ERROR (the LWLock would be released by the error's
+    /// cleanup, but the entries could be left half written).
+    pub fn with_entries<R>(
+        &self,
+        mode: pg_sys::LWLockMode::Type,
+        f: impl FnOnce(&mut [E], &mut u32) -> R,
+    ) -> R {
+        // SAFETY: the table was attached by SharedTable::attach, with `capacity` entries right
+        // after the header, within the region SharedTable::size gave it; the LWLock serialises
+        // every access to the entries and to `used`.
+        unsafe {
+            pg_sys::LWLockAcquire(self.lock, mode);
+            let first = (self as *const Self as *mut u8)
+                .add(Self::header_size())
+                .cast::<E>();
+            let entries = std::slice::from_raw_parts_mut(first, self.capacity as usize);
+            let result = f(entries, &mut *self.used.get());
+            pg_sys::LWLockRelease(self.lock);
+            result
+        }
+    }
+
+    /// Whether this process holds the table's LWLock.
+    pub fn lock_held_by_me(&self) -> bool {
+        // SAFETY: the table's LWLock, set at attach.
+        unsafe { pg_sys::LWLockHeldByMe(self.lock) }
+    }
+}
+
+/// Where a service finds its `Table` once the shmem startup hook has attached it: the name of
+/// its shared memory and LWLock tranche, and the table (null until attached, and when pglock is
+/// not preloaded or the service's capacity is 0).
+pub struct SharedTable<H: 'static, E: 'static> {
+    name: &'static CStr,
+    table: AtomicPtr<Table<H, E>>,
+}
+
+impl<H, E> SharedTable<H, E> {
+    pub const fn new(name: &'static CStr) -> Self {
+        SharedTable {
+            name,
+            table: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// The shared memory a table of `capacity` entries needs (none for 0).
+    pub fn size(&self, capacity: usize) -> usize {
+        match capacity {
+            0 => 0,
+            _ => Table::<H, E>::header_size() + capacity * size_of::<E>(),
+        }
+    }
+
+    /// Asks for the table's LWLock, unless `capacity` is 0.
+    ///
+    /// # Safety
+    /// Only from the shmem request hook.
+    pub unsafe fn request_lwlock(&self, capacity: usize) {
+        if capacity > 0 {
+            // SAFETY: the request hook is the time to ask for named LWLocks.
+            unsafe { pg_sys::RequestNamedLWLockTranche(self.name.as_ptr(), 1) };
+        }
+    }
+
+    /// Finds or creates the table in shared memory, unless `capacity` is 0. A new table is
+    /// zeroed (entries and fields), then `init` sets the fields that must not start at zero.
+    ///
+    /// # Safety
+    /// Only from the shmem startup hook, with AddinShmemInitLock held, and with the
+    /// `capacity` given to `size` and `request_lwlock`.
+    pub unsafe fn attach(&self, capacity: usize, init: impl FnOnce(&mut H)) {
+        if capacity == 0 {
+            return;
+        }
+        // SAFETY: ShmemInitStruct under AddinShmemInitLock (held by the caller); a new table
+        // is zeroed, and its LWLock is the tranche requested at shmem request time. Pointers
+        // into shared memory are valid in every backend (forked from the postmaster).
+        unsafe {
+            let size = self.size(capacity);
+            let mut found = false;
+            let table =
+                pg_sys::ShmemInitStruct(self.name.as_ptr(), size, &mut found) as *mut Table<H, E>;
+            if !found {
+                std::ptr::write_bytes(table.cast::<u8>(), 0, size);
+                (*table).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(self.name.as_ptr())).lock;
+                (*table).capacity = capacity as u32;
+                init(&mut (*table).fields);
+            }
+            self.table.store(table, Ordering::Release);
+        }
+    }
+
+    /// The attached table.
+    pub fn get(&self) -> Option<&'static Table<H, E>> {
+        // SAFETY: set once by the shmem startup hook (inherited by every backend) to a table
+        // that lives as long as the server.
+        unsafe { self.table.load(Ordering::Acquire).as_ref() }
     }
 }

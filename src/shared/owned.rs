@@ -21,7 +21,6 @@
 //! cancel, exit) marks it abandoned, and whoever next moves it frees it or ends the lock.
 
 use std::ffi::CString;
-use std::mem::size_of;
 use std::panic::AssertUnwindSafe;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
@@ -40,6 +39,7 @@ use crate::names::name::MAX_NAME_BYTES;
 use crate::session::counts::Counters;
 use crate::session::events;
 use crate::settings;
+use crate::shared::memory;
 use crate::shared::tokens;
 
 /// Bytes of the taker's application_name and client address kept for pglock.locks and the log.
@@ -167,10 +167,9 @@ impl Entry {
     }
 }
 
+/// The token worker's fields of the table's header.
 #[repr(C)]
-struct Table {
-    lock: *mut pg_sys::LWLock,
-    capacity: u32,
+struct Fields {
     /// The token worker's latch while it runs, else null.
     worker_latch: AtomicPtr<pg_sys::Latch>,
     /// Set once the worker has read back the locks of pg_prepared_xacts after a start.
@@ -181,20 +180,15 @@ struct Table {
     changed: pg_sys::ConditionVariable,
 }
 
-const TRANCHE: &std::ffi::CStr = c"pglock token locks";
+/// The token locks: every entry in use is one (the table is not kept dense: an entry's index
+/// and generation name a request for as long as it lives).
+type Table = memory::Table<Fields, Entry>;
 
-static TABLE: AtomicPtr<Table> = AtomicPtr::new(ptr::null_mut());
-
-fn header_size() -> usize {
-    size_of::<Table>().next_multiple_of(8)
-}
+static TABLE: memory::SharedTable<Fields, Entry> = memory::SharedTable::new(c"pglock token locks");
 
 /// The shared memory the table needs (see memory.rs).
 pub fn shmem_size() -> usize {
-    match settings::max_token_locks() {
-        0 => 0,
-        capacity => header_size() + capacity * size_of::<Entry>(),
-    }
+    TABLE.size(settings::max_token_locks())
 }
 
 /// Asks for the table's LWLock.
@@ -202,42 +196,27 @@ pub fn shmem_size() -> usize {
 /// # Safety
 /// Only from the shmem request hook.
 pub unsafe fn request_lwlock() {
-    if settings::max_token_locks() > 0 {
-        // SAFETY: the request hook is the time to ask for named LWLocks.
-        unsafe { pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1) };
-    }
+    // SAFETY: the caller's.
+    unsafe { TABLE.request_lwlock(settings::max_token_locks()) }
 }
 
-/// Finds or creates the table in shared memory.
+/// Finds or creates the table in shared memory: a new one has every entry Free.
 ///
 /// # Safety
 /// Only from the shmem startup hook, with AddinShmemInitLock held.
 pub unsafe fn attach() {
-    let capacity = settings::max_token_locks();
-    if capacity == 0 {
-        return;
-    }
-    // SAFETY: ShmemInitStruct under AddinShmemInitLock (held by the caller); a new table is
-    // zeroed (every entry Free), its LWLock is the tranche requested at shmem request time, and
-    // its condition variable is initialised once, here.
+    // SAFETY: the caller's; the condition variable is initialised once, here, in the table's
+    // place in shared memory, where it stays.
     unsafe {
-        let size = shmem_size();
-        let mut found = false;
-        let table = pg_sys::ShmemInitStruct(TRANCHE.as_ptr(), size, &mut found) as *mut Table;
-        if !found {
-            ptr::write_bytes(table.cast::<u8>(), 0, size);
-            (*table).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
-            (*table).capacity = capacity as u32;
-            (*table).worker_wakes_at = AtomicI64::new(i64::MAX);
-            pg_sys::ConditionVariableInit(&raw mut (*table).changed);
-        }
-        TABLE.store(table, Ordering::Release);
+        TABLE.attach(settings::max_token_locks(), |fields| {
+            fields.worker_wakes_at = AtomicI64::new(i64::MAX);
+            pg_sys::ConditionVariableInit(&raw mut fields.changed);
+        })
     }
 }
 
 fn table() -> Option<&'static Table> {
-    // SAFETY: set once by the shmem startup hook to a table that lives as long as the server.
-    unsafe { TABLE.load(Ordering::Acquire).as_ref() }
+    TABLE.get()
 }
 
 /// Registers the token worker (from _PG_init while preloading).
@@ -263,18 +242,7 @@ fn with_entries<R>(
     mode: pg_sys::LWLockMode::Type,
     f: impl FnOnce(&mut [Entry]) -> R,
 ) -> R {
-    // SAFETY: `table` is the attached table; the LWLock serialises every access to the
-    // entries, which lie within the region shmem_size() gave it.
-    unsafe {
-        pg_sys::LWLockAcquire(table.lock, mode);
-        let first = (table as *const Table as *mut u8)
-            .add(header_size())
-            .cast::<Entry>();
-        let entries = std::slice::from_raw_parts_mut(first, table.capacity as usize);
-        let result = f(entries);
-        pg_sys::LWLockRelease(table.lock);
-        result
-    }
+    table.with_entries(mode, |entries, _| f(entries))
 }
 
 /// Runs `f` on entry `index` if it is still of `generation`.
@@ -870,7 +838,7 @@ pub fn occupancy() -> Option<Occupancy> {
     Some(Occupancy {
         held,
         waiting,
-        capacity: table.capacity as usize,
+        capacity: table.capacity(),
         worker_running: !table.worker_latch.load(Ordering::SeqCst).is_null(),
         oldest_hold_s: oldest.map(|since| (now - since) as f64 / 1e6),
     })
