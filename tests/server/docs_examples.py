@@ -21,6 +21,7 @@ Usage: python3 tests/server/docs_examples.py FILE...   (PSQL: psql of the runnin
 has pglock preloaded and max_prepared_transactions > 0)
 """
 
+import difflib
 import os
 import re
 import subprocess
@@ -114,14 +115,15 @@ def run_transcript(block, every_number):
         got = re.search(rf"^@@{n}@@\n(.*?)^@@end {n}@@ (\S+) (\S+)$", run.stdout, re.S | re.M)
         if not got:
             return [f"`{sql}` printed nothing at all; psql said:\n{run.stderr}"]
-        output, error, sqlstate = got.group(1).splitlines(), got.group(2), got.group(3)
+        output = [line.rstrip() for line in got.group(1).splitlines()]
+        error, sqlstate = got.group(2), got.group(3)
         while output and not output[-1].strip():
             output.pop()
         if error == "true":
             problems.append(f"`{sql}` failed ({sqlstate}); psql said:\n{run.stderr}")
         elif shown and normalize(shown, every_number) != normalize(output, every_number):
-            problems.append(f"`{sql}`\n--- shown\n" + "\n".join(shown) + "\n--- printed\n"
-                            + "\n".join(output))
+            diff = difflib.unified_diff(shown, output, "shown", "printed", lineterm="")
+            problems.append(f"`{sql}` printed something else:\n" + "\n".join(diff))
     return problems
 
 
