@@ -154,16 +154,6 @@ pub fn register_worker() {
         .load();
 }
 
-/// Runs `f` on the table's leases (0..used) and its count, under its LWLock in `mode`. `f`
-/// must not raise an ERROR.
-fn with_leases<R>(
-    table: &Table,
-    mode: pg_sys::LWLockMode::Type,
-    f: impl FnOnce(&mut [Lease], &mut u32) -> R,
-) -> R {
-    table.with_entries(mode, f)
-}
-
 fn table() -> Option<&'static Table> {
     TABLE.get()
 }
@@ -255,7 +245,7 @@ fn set(key: i64, name: Option<&str>, lease_us: Option<i64>) -> bool {
         app,
     };
     let hint = OWN.with_borrow(|own| own.get(&key).copied());
-    let placed = with_leases(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |leases, used| {
+    let placed = table.update(|leases, used| {
         let index = match find(leases, *used, hint, lease.pid, key) {
             Some(index) => index,
             None if (*used as usize) < leases.len() => {
@@ -292,7 +282,7 @@ fn renew_lease(key: i64) -> bool {
     let now = backend::now();
     let pid = backend::pid();
     let (app, app_len) = clipped::<APP_BYTES>(&application_name());
-    let renewed = with_leases(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |leases, used| {
+    let renewed = table.update(|leases, used| {
         let index = find(leases, *used, Some(hint), pid, key)?;
         let lease = &mut leases[index];
         lease.expires_at = now.saturating_add(lease.lease_us);
@@ -327,7 +317,7 @@ fn remove_own(table: &Table, key: i64) {
         return;
     };
     let pid = backend::pid();
-    with_leases(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |leases, used| {
+    table.update(|leases, used| {
         if let Some(index) = find(leases, *used, Some(hint), pid, key) {
             remove_at(leases, used, index);
         }
@@ -424,7 +414,7 @@ unsafe extern "C-unwind" fn remove_all_own(_code: i32, _arg: pg_sys::Datum) {
         return;
     }
     let pid = backend::pid();
-    with_leases(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |leases, used| {
+    table.update(|leases, used| {
         let mut index = 0;
         while index < *used as usize {
             if leases[index].pid == pid {
@@ -490,8 +480,8 @@ fn leases() -> TableIterator<
     let database = backend::database_id();
     let rows: Vec<Lease> = table()
         .map(|table| {
-            with_leases(table, pg_sys::LWLockMode::LW_SHARED, |leases, used| {
-                leases[..*used as usize]
+            table.read(|leases, used| {
+                leases[..used as usize]
                     .iter()
                     .filter(|lease| lease.database == database)
                     .copied()
@@ -514,9 +504,7 @@ fn leases() -> TableIterator<
 /// runs); None when there is no table.
 pub fn occupancy() -> Option<(usize, usize, bool)> {
     let table = table()?;
-    let used = with_leases(table, pg_sys::LWLockMode::LW_SHARED, |_, used| {
-        *used as usize
-    });
+    let used = table.read(|_, used| used as usize);
     let worker = !table.worker_latch.load(Ordering::SeqCst).is_null();
     Some((used, table.capacity(), worker))
 }
@@ -563,10 +551,10 @@ pub extern "C-unwind" fn pglock_lease_worker(_argument: pg_sys::Datum) {
 fn act_on_expired(table: &Table) -> pg_sys::TimestampTz {
     let now = backend::now();
     let action = settings::lease_action();
-    let (expired, next) = with_leases(table, pg_sys::LWLockMode::LW_SHARED, |leases, used| {
+    let (expired, next) = table.read(|leases, used| {
         let mut expired = Vec::new();
         let mut next = i64::MAX;
-        for lease in leases[..*used as usize]
+        for lease in leases[..used as usize]
             .iter()
             .filter(|lease| lease.acted.awaits(action))
         {
@@ -590,14 +578,14 @@ fn act_on_expired(table: &Table) -> pg_sys::TimestampTz {
                 && candidate.expires_at == lease.expires_at
         };
         if !held {
-            with_leases(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |leases, used| {
+            table.update(|leases, used| {
                 if let Some(index) = leases[..*used as usize].iter().position(still) {
                     remove_at(leases, used, index);
                 }
             });
             continue;
         }
-        let current = with_leases(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |leases, used| {
+        let current = table.update(|leases, used| {
             let index = leases[..*used as usize].iter().position(still)?;
             leases[index].acted = Acted::after(action);
             Some(())

@@ -94,7 +94,7 @@ unsafe extern "C-unwind" fn attach_shared_memory() {
 /// A table in shared memory: a header with the table's LWLock, its capacity, the count of
 /// entries in use (for tables kept dense), and a service's own fields `H` (reached through
 /// Deref; atomics and the like, read without the lock), followed by `capacity` entries of `E`,
-/// read and written only under the LWLock (`with_entries`).
+/// read and written only under the LWLock (`update` and `read`).
 #[repr(C)]
 pub struct Table<H, E> {
     lock: *mut pg_sys::LWLock,
@@ -102,7 +102,9 @@ pub struct Table<H, E> {
     /// Entries in use, 0..used, for a table kept dense; written only under the LWLock.
     used: std::cell::UnsafeCell<u32>,
     fields: H,
-    entries: std::marker::PhantomData<E>,
+    /// The first entry, right after the header: a pointer made from ShmemInitStruct's, which
+    /// covers the whole region (a reference to the header covers only the header).
+    entries: *mut E,
 }
 
 impl<H, E> std::ops::Deref for Table<H, E> {
@@ -122,24 +124,31 @@ impl<H, E> Table<H, E> {
         self.capacity as usize
     }
 
-    /// Runs `f` on every entry and on the count of entries in use, under the table's LWLock
-    /// in `mode`. `f` must not raise an ERROR (the LWLock would be released by the error's
-    /// cleanup, but the entries could be left half written).
-    pub fn with_entries<R>(
-        &self,
-        mode: pg_sys::LWLockMode::Type,
-        f: impl FnOnce(&mut [E], &mut u32) -> R,
-    ) -> R {
-        // SAFETY: the table was attached by SharedTable::attach, with `capacity` entries right
-        // after the header, within the region SharedTable::size gave it; the LWLock serialises
-        // every access to the entries and to `used`.
+    /// Runs `f` on every entry and on the count of entries in use, with the table's LWLock
+    /// held exclusively. `f` must not raise an ERROR (the LWLock would be released by the
+    /// error's cleanup, but the entries could be left half written).
+    pub fn update<R>(&self, f: impl FnOnce(&mut [E], &mut u32) -> R) -> R {
+        // SAFETY: the table was attached by SharedTable::attach, with `capacity` entries at
+        // `entries`, within the region SharedTable::size gave it; the LWLock held exclusively
+        // makes this the only access to the entries and to `used`.
         unsafe {
-            pg_sys::LWLockAcquire(self.lock, mode);
-            let first = (self as *const Self as *mut u8)
-                .add(Self::header_size())
-                .cast::<E>();
-            let entries = std::slice::from_raw_parts_mut(first, self.capacity as usize);
+            pg_sys::LWLockAcquire(self.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+            let entries = std::slice::from_raw_parts_mut(self.entries, self.capacity as usize);
             let result = f(entries, &mut *self.used.get());
+            pg_sys::LWLockRelease(self.lock);
+            result
+        }
+    }
+
+    /// Runs `f` on every entry and on the count of entries in use, with the table's LWLock
+    /// held in shared mode: others may read at the same time, nobody writes. `f` must not raise
+    /// an ERROR.
+    pub fn read<R>(&self, f: impl FnOnce(&[E], u32) -> R) -> R {
+        // SAFETY: as in `update`; in shared mode every holder of the LWLock only reads.
+        unsafe {
+            pg_sys::LWLockAcquire(self.lock, pg_sys::LWLockMode::LW_SHARED);
+            let entries = std::slice::from_raw_parts(self.entries, self.capacity as usize);
+            let result = f(entries, *self.used.get());
             pg_sys::LWLockRelease(self.lock);
             result
         }
@@ -209,6 +218,10 @@ impl<H, E> SharedTable<H, E> {
                 std::ptr::write_bytes(table.cast::<u8>(), 0, size);
                 (*table).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(self.name.as_ptr())).lock;
                 (*table).capacity = capacity as u32;
+                (*table).entries = table
+                    .cast::<u8>()
+                    .add(Table::<H, E>::header_size())
+                    .cast::<E>();
                 init(&mut (*table).fields);
             }
             self.table.store(table, Ordering::Release);

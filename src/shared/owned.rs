@@ -177,7 +177,7 @@ struct Fields {
     /// When the worker looks next (i64::MAX: when woken).
     worker_wakes_at: AtomicI64,
     /// Broadcast whenever an entry changes state; sessions waiting for theirs sleep on it.
-    changed: pg_sys::ConditionVariable,
+    changed: std::cell::UnsafeCell<pg_sys::ConditionVariable>,
 }
 
 /// The token locks: every entry in use is one (the table is not kept dense: an entry's index
@@ -210,7 +210,7 @@ pub unsafe fn attach() {
     unsafe {
         TABLE.attach(settings::max_token_locks(), |fields| {
             fields.worker_wakes_at = AtomicI64::new(i64::MAX);
-            pg_sys::ConditionVariableInit(&raw mut fields.changed);
+            pg_sys::ConditionVariableInit(fields.changed.get());
         })
     }
 }
@@ -236,15 +236,6 @@ pub fn register_worker() {
         .load();
 }
 
-/// Runs `f` on the entries under the table's LWLock in `mode`; `f` must not raise an ERROR.
-fn with_entries<R>(
-    table: &Table,
-    mode: pg_sys::LWLockMode::Type,
-    f: impl FnOnce(&mut [Entry]) -> R,
-) -> R {
-    table.with_entries(mode, |entries, _| f(entries))
-}
-
 /// Runs `f` on entry `index` if it is still of `generation`.
 fn with_entry<R>(
     table: &Table,
@@ -252,7 +243,7 @@ fn with_entry<R>(
     generation: u32,
     f: impl FnOnce(&mut Entry) -> R,
 ) -> Option<R> {
-    with_entries(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |entries| {
+    table.update(|entries, _| {
         let entry = &mut entries[index];
         (entry.generation == generation).then(|| f(entry))
     })
@@ -260,7 +251,7 @@ fn with_entry<R>(
 
 fn changed(table: &Table) {
     // SAFETY: the table's condition variable, initialised at attach.
-    unsafe { pg_sys::ConditionVariableBroadcast(&raw const table.changed as *mut _) };
+    unsafe { pg_sys::ConditionVariableBroadcast(table.changed.get()) };
 }
 
 fn wake_worker(table: &Table) {
@@ -395,7 +386,7 @@ fn give_up(table: &Table, index: usize, generation: u32) {
 fn give_up_all_mine() {
     let Some(table) = table() else { return };
     let pid = backend::pid();
-    let mine: Vec<(usize, u32)> = with_entries(table, pg_sys::LWLockMode::LW_SHARED, |entries| {
+    let mine: Vec<(usize, u32)> = table.read(|entries, _| {
         entries
             .iter()
             .enumerate()
@@ -420,7 +411,7 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
     let pid = backend::pid();
     let database = backend::database_id();
     backend::at_exit(give_up_all_mine);
-    let reserved = with_entries(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |entries| {
+    let reserved = table.update(|entries, _| {
         let used = entries.iter().filter(|e| e.state != State::Free).count();
         let by_role = entries
             .iter()
@@ -568,9 +559,9 @@ fn wait_for(
     deadline: Option<pg_sys::TimestampTz>,
     done: impl Fn(&Entry) -> bool,
 ) -> Option<State> {
-    let cv = &raw const table.changed as *mut pg_sys::ConditionVariable;
+    let cv = table.changed.get();
     loop {
-        let state = with_entries(table, pg_sys::LWLockMode::LW_SHARED, |entries| {
+        let state = table.read(|entries, _| {
             let entry = &entries[index];
             if entry.generation != generation {
                 Some(State::Free)
@@ -715,7 +706,7 @@ pub fn renew(key: i64, token: i64, ttl_us: Option<i64>) -> bool {
     let table = usable_table();
     let now = backend::now();
     let max_hold = settings::token_max_hold_us();
-    with_entries(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |entries| {
+    table.update(|entries, _| {
         let Some(index) = find_held(entries, key, token) else {
             return false;
         };
@@ -733,7 +724,7 @@ pub fn renew(key: i64, token: i64, ttl_us: Option<i64>) -> bool {
 /// transaction; false when the token does not own it.
 pub fn release(key: i64, token: i64) -> bool {
     let table = usable_table();
-    let ending = with_entries(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |entries| {
+    let ending = table.update(|entries, _| {
         let index = find_held(entries, key, token)?;
         let entry = &mut entries[index];
         entry.state = State::Ending;
@@ -758,9 +749,7 @@ pub fn fence_holds(key: i64, token: i64) -> bool {
     // SAFETY: a transaction-scope lock on pglock's own fence tag of the key, waiting if the
     // worker is ending that key's lock right now (it holds the tag only for a moment).
     unsafe { pg_sys::LockAcquire(&tag, pg_sys::AccessShareLock as _, false, false) };
-    with_entries(table, pg_sys::LWLockMode::LW_SHARED, |entries| {
-        find_held(entries, key, token).is_some()
-    })
+    table.read(|entries, _| find_held(entries, key, token).is_some())
 }
 
 /// A token-owned lock as pglock.token_locks() shows it.
@@ -785,7 +774,7 @@ pub fn visible() -> Vec<Row> {
         return Vec::new();
     };
     let database = backend::database_id();
-    let held: Vec<Entry> = with_entries(table, pg_sys::LWLockMode::LW_SHARED, |entries| {
+    let held: Vec<Entry> = table.read(|entries, _| {
         entries
             .iter()
             .filter(|entry| entry.state == State::Held && entry.database == database)
@@ -829,7 +818,7 @@ pub struct Occupancy {
 pub fn occupancy() -> Option<Occupancy> {
     let table = table()?;
     let now = backend::now();
-    let (held, waiting, oldest) = with_entries(table, pg_sys::LWLockMode::LW_SHARED, |entries| {
+    let (held, waiting, oldest) = table.read(|entries, _| {
         let held: Vec<&Entry> = entries.iter().filter(|e| e.state == State::Held).collect();
         let waiting = entries.iter().filter(|e| e.state == State::Waiting).count();
         let oldest = held.iter().map(|e| e.since).min();
@@ -1101,7 +1090,7 @@ fn read_back(table: &Table) {
             pgrx::warning!("pglock token worker: prepared transaction \"{gid}\" is not one of pglock's token locks; left alone");
             continue;
         };
-        with_entries(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |entries| {
+        table.update(|entries, _| {
             if entries
                 .iter()
                 .any(|e| e.state != State::Free && e.token == restored.token)
@@ -1129,7 +1118,7 @@ pub extern "C-unwind" fn pglock_token_worker(_argument: pg_sys::Datum) {
     read_back(table);
     // Requests left half-done by an earlier run of this worker (it exited with an ERROR): a
     // grant in progress is gone with its transaction.
-    with_entries(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |entries| {
+    table.update(|entries, _| {
         for entry in entries.iter_mut() {
             if entry.state == State::Granting {
                 entry.state = State::Failed;
@@ -1163,7 +1152,7 @@ pub extern "C-unwind" fn pglock_token_worker(_argument: pg_sys::Datum) {
 fn serve(table: &Table) -> pg_sys::TimestampTz {
     let now = backend::now();
     let max_hold = settings::token_max_hold_us();
-    let (asked, ending) = with_entries(table, pg_sys::LWLockMode::LW_EXCLUSIVE, |entries| {
+    let (asked, ending) = table.update(|entries, _| {
         let mut asked = Vec::new();
         let mut ending = Vec::new();
         for (index, entry) in entries.iter_mut().enumerate() {
@@ -1228,7 +1217,7 @@ fn serve(table: &Table) -> pg_sys::TimestampTz {
         }
         changed(table);
     }
-    let next_expiry = with_entries(table, pg_sys::LWLockMode::LW_SHARED, |entries| {
+    let next_expiry = table.read(|entries, _| {
         entries
             .iter()
             .filter(|entry| matches!(entry.state, State::Held | State::Ending))
