@@ -17,12 +17,16 @@ inside = set()
 most_inside = 0
 served = []
 count_lock = threading.Lock()
+# Every worker connects first: arrivals are counted from the moment all are connected, so a slow
+# connection (a busy machine) cannot change the order they line up in.
+connected = threading.Barrier(10)
 
 
 def worker(name, arrival):
     def work():
         global most_inside
         conn = connect(name)
+        connected.wait(timeout=60)
         time.sleep(arrival)
         slot = conn.execute("SELECT pglock.acquire_slot('renderers', %s, '30 seconds')",
                             (SLOTS,)).fetchone()[0]

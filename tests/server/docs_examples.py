@@ -36,15 +36,53 @@ VARYING_COLUMNS = {"pid", "blocked_by", "token", "since", "waiting_since", "wait
                    "lease_expires_at", "acquired_at", "expires_at"}
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d(:\d\d)?)?")
 INTERVAL = re.compile(r"\b\d\d:\d\d:\d\d(\.\d+)?\b")
-BLOCK = re.compile(r"(?:^<!-- (not run|run): ([^\n]*?) -->\n)?^```\n(.*?)^```", re.S | re.M)
-SCRIPT = re.compile(r"<!-- tested: tests/server/docs_examples\.sh[^\n]*-->\n```sql\n(.*?)```", re.S)
+MARKER = re.compile(r"<!-- (not run|run|tested): ?(.*?) -->")
 
 
-def psql(sql, db, tuples_only=False):
-    args = [PSQL, "-X", "-v", "ON_ERROR_STOP=0", "-d", db]
-    if tuples_only:
-        args[1:1] = ["-At", "-v", "ON_ERROR_STOP=1"]
+def blocks(text):
+    """The page's fenced code blocks: (line number, language, marker kind, marker note, code),
+    where the marker is an HTML comment on the line right before the opening fence. A marker
+    that no fence follows is an error."""
+    lines, found, i = text.splitlines(), [], 0
+    while i < len(lines):
+        marker = MARKER.fullmatch(lines[i].strip())
+        if marker:
+            if i + 1 == len(lines) or not lines[i + 1].startswith("```"):
+                raise ValueError(f"line {i + 1}: a marker with no code block right after it")
+            i += 1
+        fence = re.fullmatch(r"```(\w*)", lines[i])
+        if not fence:
+            i += 1
+            continue
+        end = i + 1
+        while end < len(lines) and lines[end] != "```":
+            end += 1
+        if end == len(lines):
+            raise ValueError(f"line {i + 1}: a code block that never ends")
+        kind, note = marker.groups() if marker else (None, None)
+        found.append((i + 1, fence.group(1), kind, note, "\n".join(lines[i + 1:end]) + "\n"))
+        i = end + 1
+    return found
+
+
+def psql(sql, db, script=False):
+    """Runs `sql` in one psql session: a transcript goes on after an error (each statement's
+    error is read from psql's ERROR variable); a script stops at the first."""
+    args = [PSQL, "-X", "-v", f"ON_ERROR_STOP={1 if script else 0}", "-d", db]
+    if script:
+        args.insert(1, "-At")
     return subprocess.run(args, input=sql, capture_output=True, text=True, timeout=120)
+
+
+def code(line):
+    """A line of SQL without its trailing `--` comment (a `--` inside quotes is kept)."""
+    quoted = False
+    for i, char in enumerate(line):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and line.startswith("--", i):
+            return line[:i].rstrip()
+    return line.rstrip()
 
 
 def statements(block):
@@ -60,7 +98,7 @@ def statements(block):
         sql = [line[3:]]
         i += 1
         # A statement goes on (indented by three spaces) until it ends in ';' or \gset.
-        while not re.search(r"(;|\\gset)\s*(--.*)?$", sql[-1]):
+        while not re.search(r"(;|\\gset)$", code(sql[-1])):
             if i == len(lines) or not lines[i].startswith("   "):
                 raise ValueError(f"a statement without its end: {sql!r}")
             sql.append(lines[i][3:])
@@ -131,7 +169,7 @@ def run_script(block):
     """Runs one SQL script block; returns a list of differences."""
     want = [{"true": "t", "false": "f"}.get(word, word)
             for word in re.findall(r"-- (true|false|UPDATE \d+|\d+)\b", block)]
-    run = psql(block, "postgres", tuples_only=True)
+    run = psql(block, "postgres", script=True)
     if run.returncode != 0:
         return [f"the example failed:\n{run.stderr}"]
     got = [line for line in run.stdout.splitlines()
@@ -143,14 +181,29 @@ def run_script(block):
 
 def main(paths):
     failed = ran = skipped = 0
-    first = None
+    transcripts = []
     for path in paths:
         text = open(path).read()
-        for match in BLOCK.finditer(text):
-            kind, note, block = match.groups()
+        try:
+            found = blocks(text)
+        except ValueError as error:
+            sys.exit(f"docs_examples: {path}: {error}")
+        for line, language, kind, note, block in found:
+            if kind == "tested":
+                if language != "sql" or not note.startswith("tests/server/docs_examples.sh"):
+                    sys.exit(f"docs_examples: {path}:{line}: `tested:` marks a ```sql block "
+                             "this script runs")
+                problems = run_script(block)
+                ran += 1
+                for problem in problems:
+                    failed += 1
+                    print(f"docs_examples: {path}:{line}: {problem}", file=sys.stderr)
+                continue
             if not re.search(r"^=# ", block, re.M):
+                if kind:
+                    sys.exit(f"docs_examples: {path}:{line}: `{kind}:` marks a block that is "
+                             "not a psql transcript")
                 continue  # not a psql transcript (a server log, a config file, a shell)
-            line = text.count("\n", 0, match.start(3))
             if kind == "not run":
                 skipped += 1
                 print(f"docs_examples: {path}:{line}: not run ({note})")
@@ -159,24 +212,22 @@ def main(paths):
                 sys.exit(f"docs_examples: {path}:{line}: unknown marker `run: {note}`")
             problems = run_transcript(block, kind == "run")
             ran += 1
-            first = first or (block, kind == "run")
+            transcripts.append((block, kind == "run"))
             for problem in problems:
                 failed += 1
                 print(f"docs_examples: {path}:{line}: {problem}", file=sys.stderr)
-        for match in SCRIPT.finditer(text):
-            line = text.count("\n", 0, match.start(1))
-            problems = run_script(match.group(1))
-            ran += 1
-            for problem in problems:
-                failed += 1
-                print(f"docs_examples: {path}:{line}: {problem}", file=sys.stderr)
-    if ran == 0 or first is None:
+    if ran == 0:
         sys.exit("docs_examples: no example found")
-    # The check must be able to fail: change one shown cell of the first transcript.
-    block, every_number = first
-    changed = re.sub(r"^( t +\|| t$)", lambda m: m.group(1).replace("t", "f"), block, count=1,
-                     flags=re.M)
-    if changed == block or not run_transcript(changed, every_number):
+    # The check must be able to fail: change a shown `t` into `f` in the first transcript that
+    # shows one, and the comparison must find it.
+    for block, every_number in transcripts:
+        changed = re.sub(r"^( t +\|| t$)", lambda m: m.group(1).replace("t", "f"), block,
+                         count=1, flags=re.M)
+        if changed != block:
+            break
+    else:
+        sys.exit("docs_examples: no transcript shows a `t` to change, to check the check")
+    if not run_transcript(changed, every_number):
         sys.exit("docs_examples: a transcript with a changed result still passed")
     if failed:
         sys.exit(f"docs_examples: {failed} difference(s) between the docs and the server")

@@ -69,12 +69,15 @@ run() { # SEED
 # The two runs go at the same time, each with its own connection: most of their queries wait
 # (on locks, statement_timeout, pg_sleep), so they share two cores without slowing each other,
 # and pglock sees two sessions' random calls interleave.
+# Both are waited for before anything is judged (the EXIT trap removes the cluster).
 run 42 &
 fixed=$!
-run "$RANDOM" --exclude-catalog &
+run "$((RANDOM + 43))" --exclude-catalog &
 random=$!
-wait "$fixed" || exit 1
-wait "$random" || exit 1
+status=0
+wait "$fixed" || status=1
+wait "$random" || status=1
+((status == 0)) || exit 1
 
 # What really ran (pg_stat_user_functions counts calls of C functions with track_functions =
 # all), not only what was generated: functions taking a name (text) and taking arrays.

@@ -218,6 +218,7 @@ func testLeader(t *testing.T) {
 	if !electors[0].IsLeader() && !electors[1].IsLeader() {
 		t.Fatal("the leader stopped leading before its context ended")
 	}
+	heldFromPlainSessions(t, db, hashToInt64(cluster), "still, until the leader's context ends")
 	cancel()
 	if err := receive(t, results, "the leader's RunElection"); err != nil {
 		t.Fatalf("the leader's RunElection: %v", err)
