@@ -25,7 +25,11 @@ connected = threading.Barrier(10)
 def worker(name, arrival):
     def work():
         global most_inside
-        conn = connect(name)
+        try:
+            conn = connect(name)
+        except Exception:
+            connected.abort()  # the others stop waiting for this one
+            raise
         connected.wait(timeout=60)
         time.sleep(arrival)
         slot = conn.execute("SELECT pglock.acquire_slot('renderers', %s, '30 seconds')",

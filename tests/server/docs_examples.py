@@ -47,7 +47,7 @@ def blocks(text):
     while i < len(lines):
         marker = MARKER.fullmatch(lines[i].strip())
         if marker:
-            if i + 1 == len(lines) or not lines[i + 1].startswith("```"):
+            if i + 1 == len(lines) or not re.fullmatch(r"```(\w*)", lines[i + 1]):
                 raise ValueError(f"line {i + 1}: a marker with no code block right after it")
             i += 1
         fence = re.fullmatch(r"```(\w*)", lines[i])
@@ -75,7 +75,8 @@ def psql(sql, db, script=False):
 
 
 def code(line):
-    """A line of SQL without its trailing `--` comment (a `--` inside quotes is kept)."""
+    """A line of SQL without its trailing `--` comment. A `--` inside single quotes is kept;
+    double quotes and dollar quoting are not looked at (no example needs them)."""
     quoted = False
     for i, char in enumerate(line):
         if char == "'":

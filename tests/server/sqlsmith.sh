@@ -77,7 +77,11 @@ random=$!
 status=0
 wait "$fixed" || status=1
 wait "$random" || status=1
-((status == 0)) || exit 1
+if ((status != 0)); then
+  # A run that failed may have met a crash: say so, since that would be the cause.
+  grep -m3 "terminated by signal" "$dir/server.log" >&2 || true
+  exit 1
+fi
 
 # What really ran (pg_stat_user_functions counts calls of C functions with track_functions =
 # all), not only what was generated: functions taking a name (text) and taking arrays.
