@@ -8,6 +8,7 @@ postgres), so each entry says exactly what `\\df+ pglock.*` says. --check also f
 function has no COMMENT, and when a function's name appears nowhere in the manual's other pages.
 """
 
+import difflib
 import os
 import re
 import subprocess
@@ -65,7 +66,6 @@ def main(mode):
                 if not comment]
     have = PAGE.read_text() if PAGE.exists() else ""
     if have != want:
-        import difflib
         diff = "".join(difflib.unified_diff(have.splitlines(True), want.splitlines(True),
                                             "docs/functions.md", "the catalog"))
         problems.append("docs/functions.md and the catalog's COMMENTs differ "

@@ -37,6 +37,7 @@ VARYING_COLUMNS = {"pid", "blocked_by", "token", "since", "waiting_since", "wait
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d(:\d\d)?)?")
 INTERVAL = re.compile(r"\b\d\d:\d\d:\d\d(\.\d+)?\b")
 MARKER = re.compile(r"<!-- (not run|run|tested): ?(.*?) -->")
+FENCE = re.compile(r"```(\w*)")
 
 
 def blocks(text):
@@ -47,10 +48,10 @@ def blocks(text):
     while i < len(lines):
         marker = MARKER.fullmatch(lines[i].strip())
         if marker:
-            if i + 1 == len(lines) or not re.fullmatch(r"```(\w*)", lines[i + 1]):
+            if i + 1 == len(lines) or not FENCE.fullmatch(lines[i + 1]):
                 raise ValueError(f"line {i + 1}: a marker with no code block right after it")
             i += 1
-        fence = re.fullmatch(r"```(\w*)", lines[i])
+        fence = FENCE.fullmatch(lines[i])
         if not fence:
             i += 1
             continue
