@@ -37,6 +37,9 @@ static MAX_TOKEN_LOCKS_PER_ROLE: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// pglock.token_max_hold, in seconds (defined only when preloaded).
 static TOKEN_MAX_HOLD: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
+/// pglock.token_fence_timeout, in milliseconds (defined only when preloaded).
+static TOKEN_FENCE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
 /// pglock.token_database (defined only when preloaded).
 static TOKEN_DATABASE: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
@@ -166,6 +169,16 @@ pub fn init_preloaded() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"pglock.token_fence_timeout",
+        c"Sets how long a transaction that checked a token with fence_ok may keep its lock from ending.",
+        c"A token-owned lock that is released or expires passes on only once every transaction that saw its token valid has ended; the token worker ends the session of one still open this long after the lock's end.",
+        &TOKEN_FENCE_TIMEOUT,
+        100,
+        24 * 3600 * 1000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
     GucRegistry::define_string_guc(
         c"pglock.token_database",
         c"Sets the database in which the token worker prepares the transactions that hold token-owned locks.",
@@ -197,6 +210,11 @@ pub fn max_token_locks_per_role() -> Option<usize> {
 /// The longest a token-owned lock is held, in microseconds.
 pub fn token_max_hold_us() -> i64 {
     TOKEN_MAX_HOLD.get() as i64 * 1_000_000
+}
+
+/// How long a fence_ok transaction may hold back a token-owned lock's end, in microseconds.
+pub fn token_fence_timeout_us() -> i64 {
+    TOKEN_FENCE_TIMEOUT.get() as i64 * 1000
 }
 
 /// The database the token worker connects to.

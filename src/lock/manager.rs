@@ -136,6 +136,14 @@ pub fn fence_tag(database: u32, key: i64) -> pg_sys::LOCKTAG {
     }
 }
 
+/// Whether this backend holds a share of `key`'s fence tag in `database` (taken by fence_ok for
+/// a token-owned lock, until its transaction ends).
+pub fn fence_held_by_me(database: u32, key: i64) -> bool {
+    let tag = fence_tag(database, key);
+    // SAFETY: LockHeldByMe only looks the tag up in the backend-local lock table.
+    unsafe { held_by_me(&tag, pg_sys::AccessShareLock as pg_sys::LOCKMODE) }
+}
+
 /// This backend's LOCALLOCK entry for one lock, as the last acquisition handed it back: a way
 /// to read the lock's per-scope counts without asking the lock manager again.
 ///

@@ -339,7 +339,7 @@ fn client_is_connected() -> bool {
 /// runs it inside the lock sleep, ends the session with FATAL when the client is gone, and
 /// otherwise re-arms PostgreSQL's own timer for the next one. Dropping the guard puts the
 /// setting back; a check still armed then finds it off again and does nothing.
-struct ClientCheck {
+pub struct ClientCheck {
     /// Whether pglock stood in for client_connection_check_interval (which was 0).
     stood_in: bool,
 }
@@ -358,7 +358,7 @@ impl ClientCheck {
         Self::has_client() && (theirs > 0 || crate::settings::client_check_interval_ms() > 0)
     }
 
-    fn arm() -> Self {
+    pub fn arm() -> Self {
         let ours = crate::settings::client_check_interval_ms();
         // SAFETY: as in enabled().
         let theirs = unsafe { pg_sys::client_connection_check_interval };

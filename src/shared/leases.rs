@@ -544,6 +544,11 @@ pub extern "C-unwind" fn pglock_lease_worker(_argument: pg_sys::Datum) {
         }
     }
     table.worker_latch.store(ptr::null_mut(), Ordering::SeqCst);
+    // Ended by SIGTERM: at shutdown, or by pg_terminate_backend. A background worker that exits
+    // with status 0 is never started again; status 1 has the postmaster start it again after
+    // its restart interval (at shutdown nothing is started again anyway).
+    // SAFETY: what a background worker does to exit, outside any transaction.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// Acts on every lease that has expired and not been acted on; returns when the next one

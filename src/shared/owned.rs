@@ -23,7 +23,7 @@
 use std::ffi::CString;
 use std::panic::AssertUnwindSafe;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
@@ -33,7 +33,7 @@ use pgrx::prelude::*;
 
 use crate::backend;
 use crate::errors;
-use crate::lock::manager::{fence_tag, AdvisoryLock, Mode};
+use crate::lock::manager::{fence_held_by_me, fence_tag, AdvisoryLock, Mode};
 use crate::lock::wait;
 use crate::names::name::MAX_NAME_BYTES;
 use crate::session::counts::Counters;
@@ -108,6 +108,10 @@ struct Entry {
     prepared_ttl_us: i64,
     since: pg_sys::TimestampTz,
     expires_at: pg_sys::TimestampTz,
+    /// When the worker first found a fence_ok transaction in the way of ending it (0: never).
+    fence_blocked_since: pg_sys::TimestampTz,
+    /// When it was granted, as its GID says (0: prepared by 0.4.0, whose GIDs do not say).
+    gid_since: pg_sys::TimestampTz,
     name_len: u16,
     app_len: u8,
     addr_len: u8,
@@ -134,17 +138,23 @@ impl Entry {
         .tag_in(self.database)
     }
 
+    /// The prepared transaction's GID. It names the lock, not a capability: pg_prepared_xacts
+    /// shows it to every role, and a token renews or releases a lock only for a role that may
+    /// act for its owner (find_mine).
     fn gid(&self) -> CString {
-        CString::new(format!(
+        let mut gid = format!(
             "{GID_PREFIX}{}:{}:{}:{}:{}:{}",
             self.token,
             self.database,
             self.key,
             if self.shared { 's' } else { 'x' },
             self.prepared_ttl_us,
-            self.role
-        ))
-        .expect("digits and colons")
+            self.role,
+        );
+        if self.gid_since != 0 {
+            gid.push_str(&format!(":{}", self.gid_since));
+        }
+        CString::new(gid).expect("digits and colons")
     }
 
     fn name(&self) -> Option<String> {
@@ -318,12 +328,17 @@ struct Pending<'t> {
     key: i64,
     /// When the wait in the lock's queue began, once it has.
     waiting_since: Option<pg_sys::TimestampTz>,
+    /// Already counted in pglock.stats (a timeout): giving it up counts nothing more.
+    counted: bool,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if self.armed {
             give_up(self.table, self.index, self.generation);
+            if self.counted {
+                return;
+            }
             // An ERROR (a cancel, statement_timeout) ended the request: pglock.stats counts
             // it as a cancelled wait.
             let since = self.waiting_since;
@@ -457,20 +472,27 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
         armed: true,
         key: request.key,
         waiting_since: None,
+        counted: false,
     };
     wake_worker(table);
-    // The worker's answer to the try, granted or refused, whatever the deadline: the worker
-    // never waits for a lock, so it answers at once.
-    let answered = wait_for(table, index, generation, None, |entry| {
+    // The worker's answer to the try, granted or refused: it never waits for a lock, so it
+    // answers at once, unless its WAL cannot be flushed or confirmed (a synchronous standby
+    // that is gone). So the answer, like a grant on its way below, is waited for past the
+    // caller's deadline, but not for ever.
+    let patient_until = |deadline: Option<pg_sys::TimestampTz>| {
+        deadline.map(|at| at.max(backend::now() + WORKER_PATIENCE_US))
+    };
+    let answered = wait_for(table, index, generation, patient_until(deadline), |entry| {
         entry.state != State::Asked
     });
-    let state = answered.expect("no deadline");
-    let state = match state {
-        State::Refused if wait_us == Some(0) => {
+    let state = match answered {
+        Some(State::Refused) if wait_us == Some(0) => {
             count(request.key, request.name, |counts| counts.busy = 1);
+            // Counted as busy, not also as a cancel when the guard gives the request up.
+            pending.counted = true;
             return None;
         }
-        State::Refused => {
+        Some(State::Refused) => {
             // A hold of this session's own would keep the waiter out for good: the lock
             // manager cannot see that the session waits for the waiter.
             if holds_in_conflict(request) {
@@ -479,7 +501,8 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
             pending.waiting_since = Some(backend::now());
             start_waiter(table, index, generation, deadline)
         }
-        other => other,
+        Some(other) => other,
+        None => return pending.timed_out(request),
     };
     if state == State::Waiting {
         let answered = wait_for(table, index, generation, deadline, |entry| {
@@ -491,20 +514,17 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
                 matches!(entry.state, State::Granting | State::Held)
             }) == Some(true);
         if !granted {
-            let since = pending.waiting_since;
-            count(request.key, request.name, |counts| {
-                counts.timeouts = 1;
-                if let Some(since) = since {
-                    counts.waited_for(backend::now() - since);
-                }
-            });
-            return None;
+            return pending.timed_out(request);
         }
     }
-    // A grant on its way (its transaction being prepared) is waited for, deadline or not.
-    wait_for(table, index, generation, None, |entry| {
+    // A grant on its way (its transaction being prepared) is waited for past the deadline, as
+    // the answer above.
+    let prepared = wait_for(table, index, generation, patient_until(deadline), |entry| {
         entry.state != State::Granting
     });
+    if prepared.is_none() {
+        return pending.timed_out(request);
+    }
     let held = with_entry(table, index, generation, |entry| {
         (entry.state == State::Held).then(|| {
             entry.requester = 0;
@@ -512,29 +532,41 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
         })
     })
     .flatten();
-    match held {
-        Some(token) => {
-            pending.armed = false;
-            let since = pending.waiting_since;
-            count(request.key, request.name, |counts| {
-                let now = backend::now();
-                counts.acquired(now);
-                if let Some(since) = since {
-                    counts.waited = 1;
-                    counts.waited_for(now - since);
-                }
-            });
-            Some(token)
+    let Some(token) = held else {
+        // Failed, or ended before it was Held (its waiter or the worker exited meanwhile): the
+        // Pending guard gives up whatever is left.
+        errors::token_lock_failed()
+    };
+    pending.armed = false;
+    let since = pending.waiting_since;
+    count(request.key, request.name, |counts| {
+        let now = backend::now();
+        counts.acquired(now);
+        if let Some(since) = since {
+            counts.waited = 1;
+            counts.waited_for(now - since);
         }
-        None => {
-            let failed = with_entry(table, index, generation, |entry| {
-                entry.state == State::Failed
-            });
-            if failed == Some(true) {
-                errors::token_lock_failed();
+    });
+    Some(token)
+}
+
+/// How long past the caller's deadline a session waits for the token worker's answer, or for a
+/// grant whose prepared transaction is being flushed, before it takes the worker for stuck.
+const WORKER_PATIENCE_US: i64 = 5_000_000;
+
+impl Pending<'_> {
+    /// The caller's time ran out: the request is given up (by the guard, as it drops) and
+    /// counted as a timeout, once.
+    fn timed_out(mut self, request: &Request) -> Option<i64> {
+        let since = self.waiting_since;
+        count(request.key, request.name, |counts| {
+            counts.timeouts = 1;
+            if let Some(since) = since {
+                counts.waited_for(backend::now() - since);
             }
-            None
-        }
+        });
+        self.counted = true;
+        None
     }
 }
 
@@ -551,7 +583,11 @@ fn holds_in_conflict(request: &Request) -> bool {
 }
 
 /// Sleeps until `done` holds for entry `index` (its state then), or `deadline` passes (None).
-/// A cancel or statement_timeout raises its ERROR from the sleep.
+/// A cancel or statement_timeout raises its ERROR from the sleep; so does a client that went
+/// away (FATAL, checked every pglock.client_check_interval as a lock wait does), so that a
+/// request is not granted for a client that is gone. Once a second it also checks that the
+/// entry's waiter process, if it has one, still runs: one that ended without a word (killed)
+/// fails the request.
 fn wait_for(
     table: &Table,
     index: usize,
@@ -560,27 +596,32 @@ fn wait_for(
     done: impl Fn(&Entry) -> bool,
 ) -> Option<State> {
     let cv = table.changed.get();
-    loop {
-        let state = table.read(|entries, _| {
+    let client_check = wait::ClientCheck::arm();
+    let outcome = loop {
+        let (state, waiter) = table.read(|entries, _| {
             let entry = &entries[index];
             if entry.generation != generation {
-                Some(State::Free)
+                (Some(State::Free), 0)
+            } else if done(entry) {
+                (Some(entry.state), 0)
+            } else if matches!(entry.state, State::Waiting | State::Granting) {
+                (None, entry.waiter)
             } else {
-                done(entry).then_some(entry.state)
+                (None, 0)
             }
         });
         if let Some(state) = state {
-            // SAFETY: ends the sleep this loop may have prepared.
-            unsafe { pg_sys::ConditionVariableCancelSleep() };
-            return Some(state);
+            break Some(state);
+        }
+        if waiter != 0 && !process_exists(waiter) {
+            waiter_gone(table, index, generation, waiter);
+            continue;
         }
         let left_ms = match deadline {
             Some(deadline) => {
                 let left_us = deadline - backend::now();
                 if left_us <= 0 {
-                    // SAFETY: as above.
-                    unsafe { pg_sys::ConditionVariableCancelSleep() };
-                    return None;
+                    break None;
                 }
                 (left_us + 999) / 1000
             }
@@ -595,6 +636,50 @@ fn wait_for(
                 pg_sys::PG_WAIT_EXTENSION,
             )
         };
+    };
+    // SAFETY: ends the sleep this loop may have prepared.
+    unsafe { pg_sys::ConditionVariableCancelSleep() };
+    drop(client_check);
+    outcome
+}
+
+/// Whether process `pid` runs (it may be another process that got the pid since, which only
+/// delays noticing).
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let sent = unsafe { libc::kill(pid, 0) };
+    sent == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// The waiter process of entry `index` ended without recording why: the request fails (a
+/// lock it may have prepared is ended by the worker).
+fn waiter_gone(table: &Table, index: usize, generation: u32, pid: i32) {
+    with_entry(table, index, generation, |entry| {
+        if entry.waiter == pid {
+            abandon_waiters_work(entry);
+        }
+    });
+    wake_worker(table);
+    changed(table);
+}
+
+/// What is left of a request whose waiter process ended before the lock was Held: while
+/// Waiting nothing is held, and the request fails; while Granting a prepared transaction may
+/// exist, so the worker ends it (or finds it gone).
+fn abandon_waiters_work(entry: &mut Entry) {
+    match entry.state {
+        State::Waiting if entry.abandoned => entry.free(),
+        State::Waiting => {
+            entry.state = State::Failed;
+            entry.waiter = 0;
+        }
+        State::Granting => {
+            entry.state = State::Ending;
+            entry.end = End::Abandoned;
+            entry.abandoned = true;
+            entry.waiter = 0;
+        }
+        _ => {}
     }
 }
 
@@ -686,6 +771,55 @@ fn cut(mut text: String, bytes: usize) -> String {
     text
 }
 
+/// Whether the current user may renew, release or fence-check a lock taken by `role`:
+/// PostgreSQL's rule for signalling another role's session (pg_cancel_backend): the role itself,
+/// a role that has its privileges, or a superuser. A token alone is not enough: tokens are
+/// numbers that grow, not secrets (docs/token-locks.md, "Who may do what").
+fn may_act_for(role: u32) -> bool {
+    // SAFETY: a catalog lookup through the role membership cache, inside a transaction (every
+    // SQL function runs in one); never called with the table's LWLock held.
+    unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(role)) }
+}
+
+/// Whether the prepared transaction `xid` that holds a lock still exists: an administrator's
+/// ROLLBACK PREPARED (or COMMIT PREPARED) ends it behind pglock's back, and the key is free.
+/// A prepared transaction stays in the proc array, as in progress, until it is finished.
+fn still_prepared(xid: u32) -> bool {
+    // SAFETY: a proc-array lookup, inside a transaction.
+    unsafe { pg_sys::TransactionIdIsInProgress(pg_sys::TransactionId::from(xid)) }
+}
+
+/// The entry (index, generation) holding `key` in this database under `token`, unexpired, when
+/// the current user may act on it; None otherwise, whatever the reason, so that a wrong token
+/// and another role's token look the same. An entry whose prepared transaction was finished by
+/// hand is freed on the way (its key is free already).
+fn find_mine(table: &Table, key: i64, token: i64) -> Option<(usize, u32)> {
+    let (index, generation, role, xid) = table.read(|entries, _| {
+        let index = find_held(entries, key, token)?;
+        let entry = &entries[index];
+        Some((index, entry.generation, entry.role, entry.xid))
+    })?;
+    if !may_act_for(role) {
+        return None;
+    }
+    if !still_prepared(xid) {
+        let gone = with_entry(table, index, generation, |entry| {
+            (entry.state == State::Held).then(|| {
+                let gone = (entry.describe(), entry.token);
+                entry.free();
+                gone
+            })
+        })
+        .flatten();
+        if let Some((what, token)) = gone {
+            pgrx::log!("pglock: token-owned {what} (token {token}) was ended outside pglock: its prepared transaction is gone");
+            changed(table);
+        }
+        return None;
+    }
+    Some((index, generation))
+}
+
 /// The index of the entry holding `key` in this database under `token`, while it has not
 /// expired.
 fn find_held(entries: &[Entry], key: i64, token: i64) -> Option<usize> {
@@ -701,55 +835,82 @@ fn find_held(entries: &[Entry], key: i64, token: i64) -> Option<usize> {
 }
 
 /// Extends the lock `key` held under `token` by `ttl_us` from now (None: its own TTL), never
-/// past pglock.token_max_hold from when it was taken; false when the token does not own it.
+/// past pglock.token_max_hold from when it was taken. True when it now lasts the TTL asked;
+/// false when the token does not own it (or the current user may not act for its role), and
+/// false too when pglock.token_max_hold cut the extension short: the lock is then kept to that
+/// bound, but its holder must not count on the TTL it asked for.
 pub fn renew(key: i64, token: i64, ttl_us: Option<i64>) -> bool {
     let table = usable_table();
-    let now = backend::now();
-    let max_hold = settings::token_max_hold_us();
-    table.update(|entries, _| {
-        let Some(index) = find_held(entries, key, token) else {
-            return false;
-        };
-        let entry = &mut entries[index];
-        let ttl = ttl_us.unwrap_or(entry.ttl_us);
-        entry.ttl_us = ttl;
-        entry.expires_at = now
-            .saturating_add(ttl)
-            .min(entry.since.saturating_add(max_hold));
-        true
-    })
-}
-
-/// Releases the lock `key` held under `token`, once the token worker has ended its prepared
-/// transaction; false when the token does not own it.
-pub fn release(key: i64, token: i64) -> bool {
-    let table = usable_table();
-    let ending = table.update(|entries, _| {
-        let index = find_held(entries, key, token)?;
-        let entry = &mut entries[index];
-        entry.state = State::Ending;
-        entry.end = End::Released;
-        Some((index, entry.generation))
-    });
-    let Some((index, generation)) = ending else {
+    let Some((index, generation)) = find_mine(table, key, token) else {
         return false;
     };
+    let now = backend::now();
+    let max_hold = settings::token_max_hold_us();
+    with_entry(table, index, generation, |entry| {
+        if entry.state != State::Held || entry.expires_at <= now {
+            return false;
+        }
+        let ttl = ttl_us.unwrap_or(entry.ttl_us);
+        entry.ttl_us = ttl;
+        let asked = now.saturating_add(ttl);
+        entry.expires_at = asked.min(entry.since.saturating_add(max_hold));
+        entry.expires_at == asked
+    })
+    .unwrap_or(false)
+}
+
+/// Releases the lock `key` held under `token`; false when the token does not own it (or the
+/// current user may not act for its role). Returns once the token worker has ended its
+/// prepared transaction, so that the caller may take it again at once; but when this very
+/// transaction checked the token with fence_ok, the worker can end it only after this
+/// transaction ends, so release returns at once and the lock passes on at commit or rollback.
+pub fn release(key: i64, token: i64) -> bool {
+    let table = usable_table();
+    let Some((index, generation)) = find_mine(table, key, token) else {
+        return false;
+    };
+    let now = backend::now();
+    let ending = with_entry(table, index, generation, |entry| {
+        let held = entry.state == State::Held && entry.expires_at > now;
+        if held {
+            entry.state = State::Ending;
+            entry.end = End::Released;
+        }
+        held
+    });
+    if ending != Some(true) {
+        return false;
+    }
     wake_worker(table);
-    // Returns once the lock is free: the caller may take it again at once.
-    wait_for(table, index, generation, None, |_| false);
+    changed(table);
+    if !fence_held_by_me(backend::database_id(), key) {
+        wait_for(table, index, generation, None, |_| false);
+    }
     true
 }
 
-/// Whether `key` is held in this database under `token` by a token-owned lock. Takes a share
-/// of the key's fence tag until the transaction ends: the worker ends a lock only once it has
-/// that tag exclusively, so a write checked here commits before the lock can pass on.
+/// Whether `key` is held in this database under `token` by a token-owned lock that the current
+/// user may act for. When it is, takes a share of the key's fence tag until the transaction
+/// ends: the worker ends a lock only once it has that tag exclusively, so a write checked here
+/// commits before the lock can pass on (for pglock.token_fence_timeout at most, after which the
+/// worker ends the session that keeps such a transaction open). A wrong token takes nothing
+/// and holds nothing back.
 pub fn fence_holds(key: i64, token: i64) -> bool {
     let Some(table) = table() else { return false };
+    if find_mine(table, key, token).is_none() {
+        return false;
+    }
     let tag = fence_tag(backend::database_id(), key);
     // SAFETY: a transaction-scope lock on pglock's own fence tag of the key, waiting if the
     // worker is ending that key's lock right now (it holds the tag only for a moment).
     unsafe { pg_sys::LockAcquire(&tag, pg_sys::AccessShareLock as _, false, false) };
-    table.read(|entries, _| find_held(entries, key, token).is_some())
+    let holds = table.read(|entries, _| find_held(entries, key, token).is_some());
+    if !holds {
+        // Ended meanwhile: this check must not hold its end back.
+        // SAFETY: releases the one transaction hold taken just above.
+        unsafe { pg_sys::LockRelease(&tag, pg_sys::AccessShareLock as _, false) };
+    }
+    holds
 }
 
 /// A token-owned lock as pglock.token_locks() shows it.
@@ -796,7 +957,9 @@ pub fn visible() -> Vec<Row> {
                 role,
                 application_name: String::from_utf8_lossy(&entry.app[..entry.app_len as usize])
                     .into_owned(),
-                client_addr: (!addr.is_empty()).then(|| addr.into_owned()),
+                // As pg_stat_activity: the application name for everyone, the client's address
+                // only for those who may read the role's statistics.
+                client_addr: (!addr.is_empty() && sees_name).then(|| addr.into_owned()),
                 since: entry.since,
                 expires_at: entry.expires_at,
                 xid: entry.xid as i64,
@@ -909,7 +1072,18 @@ unsafe fn take(table: &Table, index: usize, generation: u32, dont_wait: bool) ->
     let mut prepared = entry;
     prepared.token = token;
     prepared.prepared_ttl_us = entry.ttl_us;
+    prepared.since = backend::now();
+    prepared.gid_since = prepared.since;
     let gid = prepared.gid();
+    // Recorded before the PREPARE: should this process die during it, whoever ends the entry
+    // knows the GID to roll back.
+    with_entry(table, index, generation, |entry| {
+        entry.token = token;
+        entry.prepared_ttl_us = prepared.prepared_ttl_us;
+        entry.since = prepared.since;
+        entry.gid_since = prepared.gid_since;
+        entry.xid = xid.into_inner();
+    });
     // SAFETY: PREPARE TRANSACTION as postgres.c runs it: the lock moves to the prepared
     // transaction and stays held after this transaction command ends.
     unsafe {
@@ -922,8 +1096,9 @@ unsafe fn take(table: &Table, index: usize, generation: u32, dont_wait: bool) ->
         entry.token = token;
         entry.prepared_ttl_us = prepared.prepared_ttl_us;
         entry.xid = xid.into_inner();
-        entry.since = now;
-        entry.expires_at = now.saturating_add(entry.ttl_us.min(max_hold));
+        entry.expires_at = now
+            .saturating_add(entry.ttl_us)
+            .min(entry.since.saturating_add(max_hold));
         entry.waiter = 0;
         if entry.abandoned {
             entry.state = State::Ending;
@@ -955,7 +1130,24 @@ unsafe fn finish(table: &Table, index: usize, generation: u32) -> bool {
         pg_sys::StartTransactionCommand();
         let fenced = pg_sys::LockAcquire(&fence, pg_sys::AccessExclusiveLock as _, false, true);
         if fenced == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+            let now = backend::now();
+            let blocked_since = with_entry(table, index, generation, |entry| {
+                if entry.fence_blocked_since == 0 {
+                    entry.fence_blocked_since = now;
+                }
+                entry.fence_blocked_since
+            })
+            .unwrap_or(now);
+            let blocked_for = now - blocked_since;
+            let in_the_way = if blocked_for >= settings::token_fence_timeout_us() {
+                crate::compat::pids_in_conflict(&fence, pg_sys::AccessExclusiveLock as _)
+            } else {
+                Vec::new()
+            };
             pg_sys::AbortCurrentTransaction();
+            for pid in in_the_way {
+                end_fence_holder(pid, &entry, blocked_for);
+            }
             return false;
         }
         pg_sys::ffi::pg_guard_ffi_boundary(|| FinishPreparedTransaction(gid.as_ptr(), false));
@@ -968,6 +1160,31 @@ unsafe fn finish(table: &Table, index: usize, generation: u32) -> bool {
     with_entry(table, index, generation, Entry::free);
     changed(table);
     true
+}
+
+/// Ends the session `pid`, whose open transaction checked `entry`'s token with fence_ok and has
+/// kept the lock from ending for `blocked_for` µs, past pglock.token_fence_timeout: as
+/// pg_terminate_backend and idle_in_transaction_session_timeout do, so that the lock passes on.
+fn end_fence_holder(pid: i32, entry: &Entry, blocked_for: i64) {
+    if pid == backend::pid() || pid <= 0 {
+        return;
+    }
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        format!(
+            "pglock token worker: terminating process {pid}, whose transaction keeps token-owned {} from ending",
+            entry.describe()
+        ),
+        "",
+    )
+    .set_detail(format!(
+        "The transaction checked the lock's token with pglock.fence_ok and has been open {:.3} s since the lock was to end, past pglock.token_fence_timeout.",
+        blocked_for as f64 / 1e6
+    ))
+    .report(PgLogLevel::LOG);
+    // SAFETY: SIGTERM, as pg_terminate_backend sends it: the backend ends its session, and
+    // its transaction's locks (the fence tag among them) with it.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
 }
 
 /// Logs an expired lock: its name, token, who took it, and how late it is released. Inside a
@@ -1041,69 +1258,202 @@ fn caught(what: &str, f: impl FnOnce()) -> Result<(), PgSqlErrorCode> {
     .execute()
 }
 
+/// A prepared transaction of pg_prepared_xacts whose GID starts with pglock's prefix.
+struct Prepared {
+    gid: String,
+    xid: u32,
+    database: u32,
+    /// Made by the bootstrap superuser, as the token worker's are (any other role can PREPARE
+    /// a transaction with a GID of its choosing).
+    by_worker: bool,
+}
+
+/// Parses a GID of pglock's: token:database:key:mode:ttl:role, and since 0.5.0 :since (the
+/// time the lock was granted, µs since 2000). None when it is not one.
+fn parse_gid(gid: &str, xid: u32, now: pg_sys::TimestampTz) -> Option<Entry> {
+    let fields: Vec<&str> = gid.strip_prefix(GID_PREFIX)?.split(':').collect();
+    let (token, database, key, mode, ttl, role, since) = match fields[..] {
+        [token, database, key, mode, ttl, role] => (token, database, key, mode, ttl, role, None),
+        [token, database, key, mode, ttl, role, since] => (
+            token,
+            database,
+            key,
+            mode,
+            ttl,
+            role,
+            Some(since.parse().ok()?),
+        ),
+        _ => return None,
+    };
+    // SAFETY: an all-zero Entry is a valid Free one.
+    let mut entry: Entry = unsafe { std::mem::zeroed() };
+    entry.token = token.parse().ok()?;
+    entry.database = database.parse().ok()?;
+    entry.key = key.parse().ok()?;
+    entry.shared = match mode {
+        "s" => true,
+        "x" => false,
+        _ => return None,
+    };
+    entry.ttl_us = ttl.parse().ok()?;
+    entry.prepared_ttl_us = entry.ttl_us;
+    entry.role = role.parse().ok()?;
+    entry.xid = xid;
+    entry.state = State::Held;
+    entry.gid_since = since.unwrap_or(0);
+    if entry.gid().to_str().ok()? != gid {
+        return None;
+    }
+    // The hold counts from the grant (a clock that went back counts it from now); a lock of
+    // 0.4.0 did not record its grant, so its hold counts from now.
+    entry.since = match since {
+        Some(since) if since > 0 => since.min(now),
+        _ => now,
+    };
+    Some(entry)
+}
+
 /// Reads back, after a start, the token-owned locks whose prepared transactions survived (a
-/// restart, a crash, a promotion): each gets a full TTL from now, so that its holder can renew
-/// it. Names are not kept across a restart.
+/// restart, a crash, a promotion): each gets a full TTL from now, within pglock.token_max_hold
+/// of when it was granted, so that its holder can renew it. Names are not kept across a
+/// restart.
+///
+/// Adopts only what the token worker prepared: a transaction prepared by the bootstrap
+/// superuser, in this database, that holds its GID's key in its GID's mode, with a token below
+/// the current WAL position (tokens are WAL positions). Any other transaction with pglock's
+/// prefix (another role's PREPARE TRANSACTION 'pglock:...', or a lock left in another database
+/// by a change of pglock.token_database, or one that no longer fits the table) is left alone
+/// and logged with the command that ends it.
 fn read_back(table: &Table) {
-    let gids: Vec<(String, i64)> = BackgroundWorker::transaction(|| {
+    let (prepared, wal_now): (Vec<Prepared>, i64) = BackgroundWorker::transaction(|| {
         Spi::connect(|client| {
             let rows = client.select(
-                "SELECT gid, transaction::text::bigint FROM pg_catalog.pg_prepared_xacts \
-                 WHERE gid LIKE 'pglock:%' AND database OPERATOR(pg_catalog.=) pg_catalog.current_database()",
+                "SELECT gid, transaction::text::bigint, \
+                        (SELECT oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) p.database)::bigint, \
+                        owner OPERATOR(pg_catalog.=) pg_catalog.pg_get_userbyid(10) \
+                 FROM pg_catalog.pg_prepared_xacts p WHERE gid LIKE 'pglock:%' ORDER BY prepared",
                 None,
                 &[],
             )?;
-            let mut gids = Vec::new();
+            let mut found = Vec::new();
             for row in rows {
-                if let (Some(gid), Some(xid)) = (row.get::<String>(1)?, row.get::<i64>(2)?) {
-                    gids.push((gid, xid));
+                if let (Some(gid), Some(xid), Some(database), Some(by_worker)) = (
+                    row.get::<String>(1)?,
+                    row.get::<i64>(2)?,
+                    row.get::<i64>(3)?,
+                    row.get::<bool>(4)?,
+                ) {
+                    found.push(Prepared {
+                        gid,
+                        xid: xid as u32,
+                        database: database as u32,
+                        by_worker,
+                    });
                 }
             }
-            Ok::<_, pgrx::spi::Error>(gids)
+            let wal_now = client
+                .select(
+                    "SELECT (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::bigint",
+                    None,
+                    &[],
+                )?
+                .first()
+                .get::<i64>(1)?
+                .unwrap_or(i64::MAX);
+            Ok::<_, pgrx::spi::Error>((found, wal_now))
         })
         .unwrap_or_default()
     });
     let now = backend::now();
     let max_hold = settings::token_max_hold_us();
-    for (gid, xid) in gids {
-        let fields: Vec<&str> = gid[GID_PREFIX.len()..].split(':').collect();
-        let parsed = (|| -> Option<Entry> {
-            let [token, database, key, mode, ttl, role] = fields[..] else {
-                return None;
-            };
-            // SAFETY: an all-zero Entry is a valid Free one.
-            let mut entry: Entry = unsafe { std::mem::zeroed() };
-            entry.token = token.parse().ok()?;
-            entry.database = database.parse().ok()?;
-            entry.key = key.parse().ok()?;
-            entry.shared = mode == "s";
-            entry.ttl_us = ttl.parse().ok()?;
-            entry.prepared_ttl_us = entry.ttl_us;
-            entry.role = role.parse().ok()?;
-            entry.xid = xid as u32;
-            entry.since = now;
-            entry.expires_at = now.saturating_add(entry.ttl_us.min(max_hold));
-            entry.state = State::Held;
-            Some(entry)
-        })();
-        let Some(restored) = parsed else {
-            pgrx::warning!("pglock token worker: prepared transaction \"{gid}\" is not one of pglock's token locks; left alone");
+    let here = backend::database_id();
+    for found in prepared {
+        let gid = &found.gid;
+        let refuse = |why: &str| {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_WARNING,
+                format!("pglock token worker: prepared transaction \"{gid}\" is not adopted as a token-owned lock"),
+                "",
+            )
+            .set_detail(why.to_owned())
+            .set_hint(format!("If nothing needs it, end it with ROLLBACK PREPARED '{gid}' in its database."))
+            .report(PgLogLevel::WARNING);
+        };
+        let Some(mut restored) = parse_gid(gid, found.xid, now) else {
+            refuse("Its GID is not one that pglock makes.");
             continue;
         };
-        table.update(|entries, _| {
+        if !found.by_worker {
+            refuse("It was prepared by a role other than the one the token worker runs as.");
+            continue;
+        }
+        // The lock may be in any database; its prepared transaction is in the worker's.
+        if found.database != here {
+            refuse(&format!(
+                "It was prepared in another database than pglock.token_database (\"{}\"), where the token worker cannot finish it.",
+                settings::token_database()
+            ));
+            continue;
+        }
+        if restored.token <= 0 || restored.token > wal_now {
+            refuse("Its token is beyond the current WAL position, so pglock did not hand it out.");
+            continue;
+        }
+        if !holds_its_key(&restored) {
+            refuse("It does not hold the advisory lock its GID names.");
+            continue;
+        }
+        restored.expires_at = now
+            .saturating_add(restored.ttl_us)
+            .min(restored.since.saturating_add(max_hold));
+        let adopted = table.update(|entries, _| {
             if entries
                 .iter()
                 .any(|e| e.state != State::Free && e.token == restored.token)
             {
-                return; // still known (the worker restarted, not the server)
+                return true; // still known (the worker restarted, not the server)
             }
-            if let Some(free) = entries.iter_mut().find(|e| e.state == State::Free) {
-                let generation = free.generation;
-                *free = restored;
-                free.generation = generation;
+            match entries.iter_mut().find(|e| e.state == State::Free) {
+                Some(free) => {
+                    let generation = free.generation;
+                    *free = restored;
+                    free.generation = generation;
+                    true
+                }
+                None => false,
             }
         });
+        if !adopted {
+            refuse("The table of token-owned locks is full (pglock.max_token_locks was lowered).");
+        }
     }
+}
+
+/// Whether the prepared transaction `entry.xid` holds `entry`'s key in `entry`'s mode (in
+/// pg_locks, a prepared transaction's locks are those of virtual transaction -1/xid).
+fn holds_its_key(entry: &Entry) -> bool {
+    let tag = entry.tag();
+    let mode = if entry.shared {
+        "ShareLock"
+    } else {
+        "ExclusiveLock"
+    };
+    let sql = format!(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype OPERATOR(pg_catalog.=) 'advisory' \
+           AND granted AND virtualtransaction OPERATOR(pg_catalog.=) '-1/{}' \
+           AND database OPERATOR(pg_catalog.=) {}::pg_catalog.oid AND classid OPERATOR(pg_catalog.=) {}::pg_catalog.oid \
+           AND objid OPERATOR(pg_catalog.=) {}::pg_catalog.oid AND objsubid OPERATOR(pg_catalog.=) {} \
+           AND mode OPERATOR(pg_catalog.=) '{mode}')",
+        entry.xid,
+        tag.locktag_field1,
+        tag.locktag_field2,
+        tag.locktag_field3,
+        tag.locktag_field4
+    );
+    BackgroundWorker::transaction(|| Spi::get_one::<bool>(&sql))
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// The token worker: serves new requests without waiting, ends released, expired and abandoned
@@ -1146,6 +1496,11 @@ pub extern "C-unwind" fn pglock_token_worker(_argument: pg_sys::Datum) {
     }
     table.worker_latch.store(ptr::null_mut(), Ordering::SeqCst);
     table.ready.store(false, Ordering::SeqCst);
+    // Ended by SIGTERM: at shutdown, or by pg_terminate_backend. A background worker that exits
+    // with status 0 is never started again; status 1 has the postmaster start it again after
+    // its restart interval (at shutdown nothing is started again anyway).
+    // SAFETY: what a background worker does to exit, outside any transaction.
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// One round of the worker's work; returns when it must look again (i64::MAX: when woken).
@@ -1217,28 +1572,33 @@ fn serve(table: &Table) -> pg_sys::TimestampTz {
         }
         changed(table);
     }
-    let next_expiry = table.read(|entries, _| {
-        entries
+    let (next_expiry, ending_left) = table.read(|entries, _| {
+        let next = entries
             .iter()
-            .filter(|entry| matches!(entry.state, State::Held | State::Ending))
-            .map(|entry| {
-                if entry.state == State::Ending {
-                    now
-                } else {
-                    entry.expires_at
-                }
-            })
+            .filter(|entry| entry.state == State::Held)
+            .map(|entry| entry.expires_at)
             .min()
-            .unwrap_or(i64::MAX)
+            .unwrap_or(i64::MAX);
+        (
+            next,
+            entries.iter().any(|entry| entry.state == State::Ending),
+        )
     });
-    if failed {
-        // An ending lock's rollback failed: look again in a second.
-        next_expiry.max(backend::now() + 1_000_000)
-    } else if retry {
-        // A fence_ok transaction is in the way of an ending lock: look again soon.
-        next_expiry.min(backend::now() + 10_000)
+    // Ending locks left over: a rollback that failed is tried again in a second; one that a
+    // fence_ok transaction is in the way of (or one marked since this round began) in 10 ms.
+    // Never at once: their time has passed, and looking again at once would make the worker
+    // spin while the transaction in the way stays open.
+    let again_in = if failed {
+        Some(1_000_000)
+    } else if retry || ending_left {
+        Some(10_000)
     } else {
-        next_expiry.max(backend::now() + if next_expiry <= now { 10_000 } else { 0 })
+        None
+    };
+    let after_now = backend::now();
+    match again_in {
+        Some(us) => next_expiry.min(after_now + us),
+        None => next_expiry,
     }
 }
 
@@ -1267,18 +1627,56 @@ pub extern "C-unwind" fn pglock_token_waiter(argument: pg_sys::Datum) {
     if started != Some(true) {
         return;
     }
+    // A FATAL (pg_terminate_backend, the postmaster's SIGTERM) ends this process without
+    // returning here: the exit callback leaves the entry as the catch below does.
+    WAITER_OF.store(((index as u64) << 32) | generation as u64, Ordering::SeqCst);
+    backend::at_exit(waiter_exiting);
     // An ERROR was logged by `caught` (a cancel only at DEBUG1); the entry says the rest.
-    let _ = caught("waiting for a lock", || {
+    let outcome = caught("waiting for a lock", || {
         // SAFETY: a background worker connected to pglock.token_database, outside any
         // transaction.
         unsafe { take(table, index, generation, false) };
     });
-    // A wait that ended in an ERROR other than the session's cancel leaves the entry Waiting:
-    // the session's deadline or its next look frees it.
+    // A wait or PREPARE that ended in an ERROR other than the session's cancel leaves the
+    // entry Waiting or Granting with its transaction rolled back: nothing is held, and the
+    // request fails (or is freed, if its session gave it up).
     with_entry(table, index, generation, |entry| {
-        if entry.state == State::Waiting && entry.waiter == backend::pid() {
-            entry.state = State::Failed;
+        if outcome.is_err()
+            && matches!(entry.state, State::Waiting | State::Granting)
+            && entry.waiter == backend::pid()
+        {
+            if entry.abandoned {
+                entry.free();
+            } else {
+                entry.state = State::Failed;
+                entry.waiter = 0;
+            }
         }
     });
+    WAITER_OF.store(u64::MAX, Ordering::SeqCst);
+    changed(table);
+}
+
+/// The entry a waiter process serves, as index << 32 | generation (u64::MAX: none).
+static WAITER_OF: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// At a waiter process's exit: a request it was still serving (it was ended by a signal, not
+/// by a grant or an ERROR) is failed, or ended if it may have been prepared.
+fn waiter_exiting() {
+    let serving = WAITER_OF.swap(u64::MAX, Ordering::SeqCst);
+    let Some(table) = table().filter(|_| serving != u64::MAX) else {
+        return;
+    };
+    let (index, generation) = ((serving >> 32) as usize, serving as u32);
+    if index >= table.capacity() {
+        return;
+    }
+    let pid = backend::pid();
+    with_entry(table, index, generation, |entry| {
+        if entry.waiter == pid {
+            abandon_waiters_work(entry);
+        }
+    });
+    wake_worker(table);
     changed(table);
 }

@@ -2,7 +2,8 @@
 # Locks owned by a token across a clean restart, a backend's SIGKILL (the postmaster
 # reinitialises shared memory) and `pg_ctl restart -m immediate`: after each, the lock is still
 # held (a session lock of its name and the built-in on its key are refused), shows in
-# pglock.locks with its token, and its token still renews and releases it; a restored lock that
+# pglock.locks with its token, and its token still renews and releases it (prepared transactions
+# with pglock's prefix that its worker did not make are not adopted); a restored lock that
 # is not renewed expires (logged) and a waiter gets it; every later token is greater.
 #
 # Needs: the running throwaway cluster of scripts/cluster.sh started with pglock in
@@ -45,9 +46,54 @@ kept=$(sql -c "SELECT pglock.acquire('kept', '5 min', '0')")
 lapsing=$(sql -c "SELECT pglock.acquire('lapsing', '2 s', '0')")
 still_held "before any restart" kept "$kept"
 
+# Prepared transactions with pglock's prefix that the token worker did not make, planted before
+# the restart: a role without grants names kept's key with a token far above every real one and
+# holds nothing (the review's forged GID), and names a key it does hold; the superuser names a
+# key it holds with a token beyond the WAL. None is adopted: each is logged and left alone.
+# A lock the superuser prepared in 0.4.0's GID format, with a token below the WAL position, is
+# adopted (locks of 0.4.0 survive the upgrade).
+sql -c "DROP ROLE IF EXISTS pglock_forger" -c "CREATE ROLE pglock_forger LOGIN"
+db=$(sql -c "SELECT oid FROM pg_database WHERE datname = current_database()")
+me=$(sql -c "SELECT oid FROM pg_roles WHERE rolname = current_user")
+key() { sql -c "SELECT pglock.key('$1')"; }
+wal() { sql -c "SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint"; }
+forged_kept="pglock:9000000000000000000:$db:$(key kept):x:600000000:$me"
+forged_held="pglock:$(wal):$db:$(key planted):x:600000000:$me"
+beyond_wal="pglock:9000000000000000001:$db:$(key beyond):x:600000000:$me"
+legacy_token=$(wal)
+legacy="pglock:$legacy_token:$db:$(key legacy):x:60000000:$me"
+sql -U pglock_forger -c "BEGIN" -c "PREPARE TRANSACTION '$forged_kept'"
+sql -U pglock_forger -c "BEGIN" -c "SELECT pg_advisory_xact_lock(pglock.key('planted'))" \
+  -c "PREPARE TRANSACTION '$forged_held'" >/dev/null
+sql -c "BEGIN" -c "SELECT pg_advisory_xact_lock(pglock.key('beyond'))" \
+  -c "PREPARE TRANSACTION '$beyond_wal'" >/dev/null
+sql -c "BEGIN" -c "SELECT pg_advisory_xact_lock(pglock.key('legacy'))" \
+  -c "PREPARE TRANSACTION '$legacy'" >/dev/null
+
 pg_ctl restart -m fast -w -l "$PGLOCK_CLUSTER_DIR/server.log" -o "$PGLOCK_CLUSTER_OPTIONS" >/dev/null
 wait_for_worker "a clean restart"
 still_held "a clean restart" kept "$kept"
+
+for gid in "$forged_kept" "$forged_held" "$beyond_wal"; do
+  grep -qF "prepared transaction \"$gid\" is not adopted" "$PGLOCK_CLUSTER_DIR/server.log" ||
+    fail "the planted $gid was not refused in the log"
+done
+[ "$(sql -c "SELECT count(*) FROM pglock.locks WHERE pid IS NULL AND token > 8000000000000000000")" = 0 ] ||
+  fail "a forged token was adopted"
+[ "$(sql -c "SELECT pglock.fence_ok('kept', 9000000000000000000)")" = f ] || fail "the forged token fenced kept"
+[ "$(sql -c "SELECT pglock.fence_ok('kept', $kept)")" = t ] || fail "kept's own token no longer fences"
+[ "$(sql -c "SELECT pglock.release('beyond', 9000000000000000001)")" = f ] || fail "a token beyond the WAL released"
+[ "$(sql -c "SELECT count(*) FROM pglock.token_locks() WHERE key IN (pglock.key('planted'), pglock.key('beyond'))")" = 0 ] ||
+  fail "a planted lock shows as token-owned"
+[ "$(sql -c "SELECT pglock.fence_ok('legacy', $legacy_token)")" = t ] || fail "the lock in 0.4.0's format was not adopted"
+[ "$(sql -c "SELECT pglock.release('legacy', $legacy_token)")" = t ] || fail "the lock in 0.4.0's format was not released"
+[ "$(sql -c "SELECT count(*) FROM pg_prepared_xacts WHERE gid = '$legacy'")" = 0 ] ||
+  fail "the release of the lock in 0.4.0's format left its prepared transaction"
+for gid in "$forged_kept" "$forged_held" "$beyond_wal"; do
+  sql -c "ROLLBACK PREPARED '$gid'"
+done
+sql -c "DROP ROLE pglock_forger"
+echo "token_locks_restart: three planted prepared transactions refused and logged; a lock in 0.4.0's format adopted and released"
 
 # A backend killed with SIGKILL: every process ends, shared memory (the token table with it)
 # starts empty, and the worker reads the prepared transactions back.

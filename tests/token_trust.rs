@@ -1,0 +1,489 @@
+//! Token-owned locks against roles that try what they may not, and against processes that end
+//! (the hardening of 0.5.0): a role without grants cannot renew, release or fence-check another
+//! role's lock even with its token (read from pg_prepared_xacts, as an attacker would); a wrong
+//! token costs nothing, and a valid one's open transaction holds a lock's end back only for
+//! pglock.token_fence_timeout, while the worker sleeps; release after fence_ok in one
+//! transaction returns at once; a terminated worker is started again; a terminated waiter fails
+//! its acquire; a prepared transaction rolled back by hand stops its token; renew says when
+//! token_max_hold cut it short. Forged prepared transactions at restart:
+//! tests/server/token_locks_restart.sh.
+//!
+//! The tests share the server's table of token-owned locks and its settings, so they run one at
+//! a time.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{code_and_message, fresh_login_roles, session, session_as};
+use postgres::Client;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn acquire(client: &mut Client, name: &str, ttl: &str, timeout: &str) -> Option<i64> {
+    client
+        .query_one(
+            "SELECT pglock.acquire($1, $2::text::interval, $3::text::interval)",
+            &[&name, &ttl, &timeout],
+        )
+        .unwrap()
+        .get(0)
+}
+
+fn call(client: &mut Client, sql: &str, name: &str, token: i64) -> bool {
+    client.query_one(sql, &[&name, &token]).unwrap().get(0)
+}
+
+fn release(client: &mut Client, name: &str, token: i64) -> bool {
+    call(client, "SELECT pglock.release($1, $2)", name, token)
+}
+
+fn renew(client: &mut Client, name: &str, token: i64) -> bool {
+    call(client, "SELECT pglock.renew($1, $2)", name, token)
+}
+
+fn fence_ok(client: &mut Client, name: &str, token: i64) -> bool {
+    call(client, "SELECT pglock.fence_ok($1, $2)", name, token)
+}
+
+/// The token of `name`'s lock as anyone can read it: the first field of the GID of the
+/// prepared transaction that holds it (pg_prepared_xacts is readable by every role).
+fn token_from_prepared_xacts(client: &mut Client, name: &str) -> i64 {
+    let gid: String = client
+        .query_one(
+            "SELECT gid FROM pg_prepared_xacts
+             WHERE gid LIKE 'pglock:%:' || (SELECT oid FROM pg_database
+                                            WHERE datname = current_database())
+                        || ':' || pglock.key($1) || ':%'",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    gid.split(':').nth(1).unwrap().parse().unwrap()
+}
+
+/// A superuser's connection to the token worker's database.
+fn in_token_database() -> Client {
+    let mut first = session();
+    let port: String = first.query_one("SHOW port", &[]).unwrap().get(0);
+    let user: String = first.query_one("SELECT current_user", &[]).unwrap().get(0);
+    postgres::Config::new()
+        .host("localhost")
+        .port(port.parse().unwrap())
+        .user(&user)
+        .dbname("postgres")
+        .connect(postgres::NoTls)
+        .expect("connects to postgres")
+}
+
+/// Whether `name` is free: a try of a session lock succeeds (and is undone).
+fn is_free(client: &mut Client, name: &str) -> bool {
+    let got: bool = client
+        .query_one("SELECT pglock.try_lock($1)", &[&name])
+        .unwrap()
+        .get(0);
+    if got {
+        client
+            .query_one("SELECT pglock.unlock($1)", &[&name])
+            .unwrap();
+    }
+    got
+}
+
+/// Creates the roles of these tests: alice and bob (plain), carol (a member of alice).
+fn roles() {
+    let mut admin = session();
+    fresh_login_roles(
+        &mut admin,
+        &["pglock_alice", "pglock_bob", "pglock_carol"],
+        &[],
+    );
+    admin
+        .batch_execute("GRANT pglock_alice TO pglock_carol")
+        .unwrap();
+}
+
+/// Sets a sighup setting and waits until new sessions see it; puts it back when dropped.
+struct Setting(&'static str);
+
+impl Setting {
+    fn set(name: &'static str, value: &str, shown: &str) -> Self {
+        let mut admin = session();
+        admin
+            .batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+            .unwrap();
+        admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+        let start = Instant::now();
+        while session()
+            .query_one(&format!("SHOW {name}"), &[])
+            .unwrap()
+            .get::<_, String>(0)
+            != shown
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{name} never reloaded"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Setting(name)
+    }
+}
+
+impl Drop for Setting {
+    fn drop(&mut self) {
+        let mut admin = session();
+        let _ = admin.batch_execute(&format!("ALTER SYSTEM RESET {}", self.0));
+        let _ = admin.batch_execute("SELECT pg_reload_conf()");
+    }
+}
+
+/// The token worker's pid (waits at most 30 s for one to run).
+fn worker_pid(client: &mut Client) -> i32 {
+    let start = Instant::now();
+    loop {
+        let pid: Option<i32> = client
+            .query_one(
+                "SELECT max(pid) FROM pg_stat_activity WHERE backend_type = 'pglock token worker'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if let Some(pid) = pid {
+            return pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no token worker");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CPU time (user + system, in clock ticks) that process `pid` has used.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn token_trust_another_role_cannot_renew_release_or_fence_a_lock_whose_token_it_read() {
+    let _guard = one_at_a_time();
+    roles();
+    let name = "trust: payroll";
+    let mut alice = session_as("pglock_alice");
+    let token = acquire(&mut alice, name, "60 s", "0").expect("free");
+    let mut bob = session_as("pglock_bob");
+    let read = token_from_prepared_xacts(&mut bob, name);
+    assert_eq!(read, token, "the GID names the lock's token");
+    // Every move of the review's attack, and its neighbours: all false, nothing changes.
+    assert!(!renew(&mut bob, name, token), "bob renewed alice's lock");
+    assert!(!fence_ok(&mut bob, name, token), "bob's fence check passed");
+    assert!(!release(&mut bob, name, token), "bob released alice's lock");
+    for guess in token - 3..token + 3 {
+        assert!(!release(&mut bob, name, guess));
+    }
+    assert_eq!(acquire(&mut bob, name, "60 s", "0"), None, "bob took it");
+    assert!(!is_free(&mut bob, name), "the lock is still held");
+    // Nothing of bob's holds the lock's fence either.
+    let fences: i64 = bob
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 4",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(fences, 0, "a refused fence check left a lock behind");
+    // A role with alice's privileges may act for her, as pg_cancel_backend allows.
+    let mut carol = session_as("pglock_carol");
+    assert!(renew(&mut carol, name, token), "a member of alice renews");
+    assert!(fence_ok(&mut alice, name, token));
+    assert!(release(&mut alice, name, token));
+    assert!(is_free(&mut bob, name));
+    // And the superuser may too.
+    let token = acquire(&mut alice, name, "60 s", "0").expect("free again");
+    assert!(
+        release(&mut session(), name, token),
+        "the superuser releases"
+    );
+    assert!(is_free(&mut bob, name));
+}
+
+#[test]
+fn token_trust_a_wrong_token_in_an_open_transaction_does_not_keep_a_lock_from_expiring() {
+    let _guard = one_at_a_time();
+    roles();
+    let name = "trust: pinned";
+    let mut alice = session_as("pglock_alice");
+    let token = acquire(&mut alice, name, "1 s", "0").expect("free");
+    let mut bob = session_as("pglock_bob");
+    bob.batch_execute("BEGIN").unwrap();
+    assert!(!fence_ok(&mut bob, name, 0));
+    assert!(!fence_ok(&mut bob, name, token), "another role's token");
+    // Bob's transaction stays open; alice's lock expires all the same and a waiter gets it
+    // (well before pglock.token_fence_timeout, which only a valid check can run into).
+    let start = Instant::now();
+    let next = acquire(&mut alice, name, "60 s", "30 s").expect("expired and passed on");
+    assert!(next > token);
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "the expiry waited for bob's transaction ({:?})",
+        start.elapsed()
+    );
+    bob.batch_execute("COMMIT").unwrap();
+    assert!(release(&mut alice, name, next));
+}
+
+#[test]
+fn token_trust_a_fence_check_left_open_holds_a_lock_back_only_until_the_fence_timeout() {
+    let _guard = one_at_a_time();
+    let _timeout = Setting::set("pglock.token_fence_timeout", "3s", "3s");
+    let name = "trust: fence left open";
+    let mut holder = session();
+    let token = acquire(&mut holder, name, "1 s", "0").expect("free");
+    let holder_pid = common::pid(&mut holder);
+    holder.batch_execute("BEGIN").unwrap();
+    assert!(fence_ok(&mut holder, name, token));
+    // The lock expires after 1 s, but the open transaction saw it valid: it cannot pass on
+    // until that transaction ends, which the worker forces after 3 s. Meanwhile the worker
+    // sleeps between its looks (0.4.0 spun at 100% of a core).
+    let mut observer = session();
+    let worker = worker_pid(&mut observer);
+    let (sender, receiver) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let mut waiter = session();
+        let started = Instant::now();
+        let next = acquire(&mut waiter, name, "60 s", "60 s");
+        sender.send((next, started.elapsed())).unwrap();
+        (waiter, next)
+    });
+    thread::sleep(Duration::from_millis(1500));
+    let before = cpu_ticks(worker);
+    thread::sleep(Duration::from_millis(1000));
+    let used = cpu_ticks(worker) - before;
+    // SAFETY: sysconf only reads a constant.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert!(
+        used * 4 < ticks_per_second,
+        "the worker used {used} of {ticks_per_second} ticks in a second while it waited"
+    );
+    let (next, waited) = receiver.recv_timeout(Duration::from_secs(60)).unwrap();
+    let next = next.expect("granted once the fence timeout ended the transaction");
+    assert!(next > token);
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "passed on while the transaction that saw it valid was open ({waited:?})"
+    );
+    // The session that kept its transaction open was ended.
+    let error = holder.batch_execute("COMMIT").unwrap_err();
+    assert!(
+        holder.is_closed() || error.as_db_error().is_some(),
+        "{error}"
+    );
+    let alive: bool = observer
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)",
+            &[&holder_pid],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!alive, "the session that pinned the lock is still there");
+    let (mut waiter, _) = waiter.join().unwrap();
+    assert!(release(&mut waiter, name, next));
+}
+
+#[test]
+fn token_trust_release_after_fence_ok_in_one_transaction_returns_and_passes_on_at_commit() {
+    let _guard = one_at_a_time();
+    let name = "trust: fence then release";
+    let mut client = session();
+    let token = acquire(&mut client, name, "60 s", "0").expect("free");
+    let (sender, receiver) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        client.batch_execute("BEGIN").unwrap();
+        assert!(fence_ok(&mut client, name, token));
+        let released = release(&mut client, name, token);
+        sender.send(released).unwrap();
+        client
+    });
+    let released = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("release returned");
+    assert!(released);
+    let mut client = worker.join().unwrap();
+    // Until the transaction ends the fence holds: nobody has the lock yet.
+    let mut other = session();
+    assert_eq!(acquire(&mut other, name, "60 s", "0"), None);
+    assert!(!renew(&mut client, name, token), "a released lock renewed");
+    client.batch_execute("COMMIT").unwrap();
+    let next = acquire(&mut other, name, "60 s", "30 s").expect("passed on at commit");
+    assert!(next > token);
+    assert!(release(&mut other, name, next));
+}
+
+#[test]
+fn token_trust_a_terminated_worker_is_started_again_and_locks_still_expire() {
+    let _guard = one_at_a_time();
+    let name = "trust: worker terminated";
+    let mut client = session();
+    let token = acquire(&mut client, name, "2 s", "0").expect("free");
+    let old = worker_pid(&mut client);
+    let ended: bool = client
+        .query_one("SELECT pg_terminate_backend($1)", &[&old])
+        .unwrap()
+        .get(0);
+    assert!(ended);
+    let start = Instant::now();
+    let new = loop {
+        let pid = worker_pid(&mut client);
+        if pid != old {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the worker was not started again"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(new, old);
+    // The lock it held before is still known, and expires: a waiter gets it.
+    let next = acquire(&mut client, name, "60 s", "30 s").expect("expired under the new worker");
+    assert!(next > token);
+    assert!(release(&mut client, name, next));
+}
+
+#[test]
+fn token_trust_a_terminated_waiter_process_fails_its_acquire_and_leaves_nothing() {
+    let _guard = one_at_a_time();
+    let name = "trust: waiter terminated";
+    let mut holder = session();
+    let token = acquire(&mut holder, name, "60 s", "0").expect("free");
+    let (sender, receiver) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let mut client = session();
+        let outcome = client
+            .query_one("SELECT pglock.acquire($1, '60 s')", &[&name])
+            .map(|row| row.get::<_, Option<i64>>(0));
+        sender
+            .send(outcome.map_err(|e| code_and_message(&e)))
+            .unwrap();
+    });
+    let mut observer = session();
+    let start = Instant::now();
+    let waiter_pid = loop {
+        let pid: Option<i32> = observer
+            .query_one(
+                "SELECT max(pid) FROM pg_stat_activity WHERE backend_type = 'pglock token waiter'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if let Some(pid) = pid {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no waiter process"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    observer
+        .query_one("SELECT pg_terminate_backend($1)", &[&waiter_pid])
+        .unwrap();
+    let outcome = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the acquire ended");
+    waiter.join().unwrap();
+    let (code, message) = outcome.expect_err("no grant without a waiter");
+    assert_eq!(code, "55000", "{message}");
+    assert!(release(&mut holder, name, token));
+    assert!(is_free(&mut observer, name), "something still holds it");
+    let left: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM pglock.token_locks() WHERE key = pglock.key($1)",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "entries left");
+    let waiting: i64 = observer
+        .query_one(
+            "SELECT (pglock.status()->'token_locks'->>'waiting')::bigint",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 0, "a waiting entry left");
+}
+
+#[test]
+fn token_trust_a_lock_rolled_back_by_hand_stops_its_token() {
+    let _guard = one_at_a_time();
+    let name = "trust: rolled back by hand";
+    let mut holder = session();
+    let token = acquire(&mut holder, name, "60 s", "0").expect("free");
+    // A prepared transaction is finished from the database it was prepared in: the token
+    // worker's (pglock.token_database, postgres here).
+    let mut admin = in_token_database();
+    let gid: String = admin
+        .query_one(
+            "SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'pglock:' || $1 || ':%'",
+            &[&token.to_string()],
+        )
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
+        .unwrap();
+    // The key is free; the next owner takes it, and the old token passes nothing.
+    let mut next_owner = session();
+    let next = acquire(&mut next_owner, name, "60 s", "0").expect("free after the rollback");
+    assert!(
+        !fence_ok(&mut holder, name, token),
+        "a token without its lock fenced"
+    );
+    assert!(!renew(&mut holder, name, token));
+    assert!(!release(&mut holder, name, token));
+    assert!(fence_ok(&mut next_owner, name, next));
+    assert!(release(&mut next_owner, name, next));
+}
+
+#[test]
+fn token_trust_other_roles_see_no_client_address_of_a_token_lock() {
+    let _guard = one_at_a_time();
+    roles();
+    let name = "trust: who took it";
+    let mut alice = session_as("pglock_alice");
+    let token = acquire(&mut alice, name, "60 s", "0").expect("free");
+    let shown = |client: &mut Client| -> (Option<String>, Option<i64>) {
+        let row = client
+            .query_one(
+                "SELECT client_addr::text, token FROM pglock.locks
+                 WHERE key = pglock.key($1) AND pid IS NULL",
+                &[&name],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let (addr, seen_token) = shown(&mut alice);
+    assert!(
+        addr.is_some(),
+        "alice connected over TCP and sees her address"
+    );
+    assert_eq!(seen_token, Some(token));
+    let mut bob = session_as("pglock_bob");
+    assert_eq!(
+        shown(&mut bob),
+        (None, None),
+        "bob sees alice's address or token"
+    );
+    assert!(release(&mut alice, name, token));
+}
