@@ -361,6 +361,18 @@ pub fn token_locks_need_preload() -> ! {
     )
 }
 
+pub fn token_locks_turned_off() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "token-owned locks are turned off",
+            function_name!(),
+        )
+        .set_detail("pglock.max_token_locks is 0.")
+        .set_hint("Set pglock.max_token_locks above 0 and restart the server."),
+    )
+}
+
 pub fn token_locks_on_standby() -> ! {
     raise(
         ErrorReport::new(
@@ -431,20 +443,8 @@ pub fn token_lock_failed() -> ! {
             "pglock's token worker could not take the lock",
             function_name!(),
         )
-        .set_detail("The worker's error is in the server log.")
+        .set_detail("The worker's error is in the server log, or the process that waited for the lock ended.")
         .set_hint("A common cause is max_prepared_transactions set below pglock.max_token_locks."),
-    )
-}
-
-pub fn no_worker_for_token_wait() -> ! {
-    raise(
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            "no background worker slot for a token-owned lock's wait",
-            function_name!(),
-        )
-        .set_detail("While a token-owned lock is taken, each acquire that waits for it uses one background worker, and max_worker_processes are all in use.")
-        .set_hint("Raise max_worker_processes, or wait with a timeout of 0 and try again later."),
     )
 }
 

@@ -37,6 +37,9 @@ static MAX_TOKEN_LOCKS_PER_ROLE: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// pglock.token_max_hold, in seconds (defined only when preloaded).
 static TOKEN_MAX_HOLD: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
+/// pglock.max_token_waiters_per_role (defined only when preloaded).
+static MAX_TOKEN_WAITERS_PER_ROLE: GucSetting<i32> = GucSetting::<i32>::new(4);
+
 /// pglock.token_fence_timeout, in milliseconds (defined only when preloaded).
 static TOKEN_FENCE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
@@ -170,6 +173,16 @@ pub fn init_preloaded() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"pglock.max_token_waiters_per_role",
+        c"Sets how many acquires of token-owned locks one role may have waiting at once.",
+        c"Each waiting acquire takes a background worker process (max_worker_processes), which parallel query, logical replication and other extensions draw on too; this keeps one role from taking them all.",
+        &MAX_TOKEN_WAITERS_PER_ROLE,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"pglock.token_fence_timeout",
         c"Sets how long a transaction that checked a token with fence_ok may keep its lock from ending.",
         c"A token-owned lock that is released or expires passes on only once every transaction that saw its token valid has ended; the token worker ends the session of one still open this long after the lock's end.",
@@ -210,6 +223,11 @@ pub fn max_token_locks_per_role() -> Option<usize> {
 /// The longest a token-owned lock is held, in microseconds.
 pub fn token_max_hold_us() -> i64 {
     TOKEN_MAX_HOLD.get() as i64 * 1_000_000
+}
+
+/// How many waiting token-lock acquires (waiter processes) one role may have.
+pub fn max_token_waiters_per_role() -> usize {
+    MAX_TOKEN_WAITERS_PER_ROLE.get().max(1) as usize
 }
 
 /// How long a fence_ok transaction may hold back a token-owned lock's end, in microseconds.

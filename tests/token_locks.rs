@@ -218,6 +218,11 @@ fn token_owned_waiters_are_granted_in_arrival_order() {
         let sender = sender.clone();
         threads.push(thread::spawn(move || {
             let mut client = session();
+            // Five waiters of one role, each in the queue (beyond the default cap of four
+            // waiter processes per role, a wait polls and keeps no place in the queue).
+            client
+                .batch_execute("SET pglock.max_token_waiters_per_role = 5")
+                .unwrap();
             let token = acquire(&mut client, name, "60 s", "60 s").expect("granted in time");
             sender.send((arrival, token)).unwrap();
         }));

@@ -487,3 +487,96 @@ fn token_trust_other_roles_see_no_client_address_of_a_token_lock() {
     );
     assert!(release(&mut alice, name, token));
 }
+
+/// How many waiter processes run (each waits in a lock's queue for one acquire).
+fn waiter_processes(client: &mut Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pglock token waiter'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn token_trust_one_role_cannot_take_every_worker_process_by_waiting() {
+    let _guard = one_at_a_time();
+    roles();
+    let name = "trust: flood";
+    let mut alice = session_as("pglock_alice");
+    let token = acquire(&mut alice, name, "60 s", "0").expect("free");
+    // Bob opens more waiting acquires than pglock.max_token_waiters_per_role (4): four wait
+    // in waiter processes, the others poll; all are served in the end.
+    let flood = 7;
+    let (sender, receiver) = mpsc::channel();
+    let mut threads = Vec::new();
+    for _ in 0..flood {
+        let sender = sender.clone();
+        threads.push(thread::spawn(move || {
+            let mut bob = session_as("pglock_bob");
+            let got = acquire(&mut bob, name, "60 s", "60 s");
+            if let Some(token) = got {
+                assert!(release(&mut bob, name, token));
+            }
+            sender.send(got.is_some()).unwrap();
+        }));
+    }
+    let mut observer = session();
+    let start = Instant::now();
+    loop {
+        let waiting_calls: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE usename = 'pglock_bob' AND state = 'active' AND query LIKE '%pglock.acquire%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting_calls == flood {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "bob's acquires never all started"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Give the flood time to take what it can, then count: never more than the cap.
+    for _ in 0..20 {
+        let processes = waiter_processes(&mut observer);
+        assert!(processes <= 4, "{processes} waiter processes for one role");
+        thread::sleep(Duration::from_millis(25));
+    }
+    // Another role still gets a waiter process of its own.
+    let mut carol_holder = session_as("pglock_alice");
+    let other = "trust: flood, another name";
+    let other_token = acquire(&mut carol_holder, other, "60 s", "0").expect("free");
+    let carol_waits = thread::spawn(move || {
+        let mut carol = session_as("pglock_carol");
+        acquire(&mut carol, other, "60 s", "30 s").map(|token| (carol, token))
+    });
+    let start = Instant::now();
+    while waiter_processes(&mut observer) < 5 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "another role got no waiter process"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(release(&mut carol_holder, other, other_token));
+    let (mut carol, carol_token) = carol_waits.join().unwrap().expect("carol was granted");
+    assert!(release(&mut carol, other, carol_token));
+    // Alice lets go: every one of bob's acquires is served in turn.
+    assert!(release(&mut alice, name, token));
+    let mut served = 0;
+    for _ in 0..flood {
+        if receiver.recv_timeout(Duration::from_secs(60)).unwrap() {
+            served += 1;
+        }
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(served, flood, "acquires not served");
+}

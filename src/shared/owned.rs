@@ -287,6 +287,9 @@ pub struct Request<'a> {
 /// The table if token-owned locks can be taken here, else the reason as an ERROR.
 fn usable_table() -> &'static Table {
     let Some(table) = table() else {
+        if memory::preloaded() {
+            errors::token_locks_turned_off()
+        }
         errors::token_locks_need_preload()
     };
     if backend::recovery_in_progress() {
@@ -499,7 +502,14 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
                 errors::token_lock_waits_for_own_hold();
             }
             pending.waiting_since = Some(backend::now());
-            start_waiter(table, index, generation, deadline)
+            let waiting = match start_waiter(table, index, generation) {
+                Some(state) => Some(state),
+                None => poll(table, index, generation, deadline),
+            };
+            match waiting {
+                Some(state) => state,
+                None => return pending.timed_out(request),
+            }
         }
         Some(other) => other,
         None => return pending.timed_out(request),
@@ -683,63 +693,103 @@ fn abandon_waiters_work(entry: &mut Entry) {
     }
 }
 
-/// How long a session tries for a background worker slot for its waiter before 53400: slots of
-/// waiters that just ended are given back by the postmaster a moment later.
-const WORKER_SLOT_PATIENCE_US: i64 = 2_000_000;
+/// How often a request that has no waiter process asks the token worker again.
+const POLL_US: i64 = 25_000;
 
-/// Starts the waiter process for a refused request, trying again every 10 ms while every
-/// background worker slot is taken, until `deadline` or for WORKER_SLOT_PATIENCE_US at most;
-/// returns the entry's new state.
-fn start_waiter(
-    table: &Table,
-    index: usize,
-    generation: u32,
-    deadline: Option<pg_sys::TimestampTz>,
-) -> State {
-    let moved = with_entry(table, index, generation, |entry| {
-        if entry.state == State::Refused && !entry.abandoned {
-            entry.state = State::Waiting;
+/// Starts the waiter process for a refused request: Some(Waiting) when it started, Some(Free)
+/// when the request was given up meanwhile, and None when the request must poll instead: its
+/// role has pglock.max_token_waiters_per_role waiter processes already, or every background
+/// worker slot is taken (a slot of a waiter that just ended comes back a moment later).
+fn start_waiter(table: &Table, index: usize, generation: u32) -> Option<State> {
+    let cap = settings::max_token_waiters_per_role();
+    let moved = table.update(|entries, _| {
+        let entry = &entries[index];
+        if entry.generation != generation || entry.state != State::Refused || entry.abandoned {
+            return Some(false);
+        }
+        let role = entry.role;
+        let waiting = entries
+            .iter()
+            .filter(|e| e.state == State::Waiting && e.role == role)
+            .count();
+        if waiting >= cap {
+            return None;
+        }
+        entries[index].state = State::Waiting;
+        Some(true)
+    });
+    match moved {
+        Some(true) => {}
+        Some(false) => return Some(State::Free),
+        None => return None,
+    }
+    let started = BackgroundWorkerBuilder::new("pglock token waiter")
+        .set_type("pglock token waiter")
+        .set_library("pglock")
+        .set_function("pglock_token_waiter")
+        .enable_spi_access()
+        .set_argument(Some(pg_sys::Datum::from(index)))
+        .set_extra(&generation.to_string())
+        .load_dynamic();
+    if started.is_ok() {
+        return Some(State::Waiting);
+    }
+    let back = with_entry(table, index, generation, |entry| {
+        if entry.state == State::Waiting && entry.waiter == 0 {
+            entry.state = State::Refused;
             true
         } else {
             false
         }
     });
-    if moved != Some(true) {
-        return State::Free;
+    match back {
+        Some(true) => None,
+        _ => Some(State::Free),
     }
-    let started_at = backend::now();
-    let give_up_at = deadline.map_or(started_at + WORKER_SLOT_PATIENCE_US, |deadline| {
-        deadline.min(started_at + WORKER_SLOT_PATIENCE_US)
-    });
+}
+
+/// Waits for a refused request by asking the token worker again every POLL_US (the request
+/// has no waiter process: see start_waiter), starting a waiter process as soon as one may be
+/// had. Returns the state it came to (Waiting, Granting, ...), or None when `deadline` passed.
+fn poll(
+    table: &Table,
+    index: usize,
+    generation: u32,
+    deadline: Option<pg_sys::TimestampTz>,
+) -> Option<State> {
     loop {
-        let started = BackgroundWorkerBuilder::new("pglock token waiter")
-            .set_type("pglock token waiter")
-            .set_library("pglock")
-            .set_function("pglock_token_waiter")
-            .enable_spi_access()
-            .set_argument(Some(pg_sys::Datum::from(index)))
-            .set_extra(&generation.to_string())
-            .load_dynamic();
-        if started.is_ok() {
-            return State::Waiting;
+        let pause_until = backend::now() + POLL_US;
+        let until = deadline.map_or(pause_until, |deadline| deadline.min(pause_until));
+        if wait_for(table, index, generation, Some(until), |entry| {
+            entry.state != State::Refused
+        })
+        .is_none()
+            && deadline.is_some_and(|deadline| backend::now() >= deadline)
+        {
+            return None;
         }
-        if backend::now() >= give_up_at {
-            with_entry(table, index, generation, Entry::free);
-            changed(table);
-            errors::no_worker_for_token_wait();
+        let asked = with_entry(table, index, generation, |entry| {
+            let ask = entry.state == State::Refused && !entry.abandoned;
+            if ask {
+                entry.state = State::Asked;
+            }
+            ask
+        });
+        if asked != Some(true) {
+            return Some(State::Free);
         }
-        // SAFETY: a timed wait on this backend's own latch; the interrupt check may raise a
-        // cancel's ERROR, which the caller's guard answers.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                10,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
+        wake_worker(table);
+        let patient_until = deadline.map(|at| at.max(backend::now() + WORKER_PATIENCE_US));
+        match wait_for(table, index, generation, patient_until, |entry| {
+            entry.state != State::Asked
+        }) {
+            Some(State::Refused) => {}
+            Some(other) => return Some(other),
+            None => return None,
         }
-        pgrx::check_for_interrupts!();
+        if let Some(state) = start_waiter(table, index, generation) {
+            return Some(state);
+        }
     }
 }
 
