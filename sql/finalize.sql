@@ -4,7 +4,7 @@
 -- as every role may call the built-in advisory lock functions.
 GRANT USAGE ON SCHEMA pglock TO PUBLIC;
 
--- What each function does, for \df+ pglock.* (repeated in sql/pglock--0.2.0--0.3.0.sql and sql/pglock--0.3.0--0.4.0.sql; the
+-- What each function does, for \df+ pglock.* (repeated in the upgrade scripts sql/pglock--A--B.sql; the
 -- upgrade test checks that a fresh install and an upgraded one agree).
 COMMENT ON FUNCTION pglock.key(text) IS 'The advisory-lock key of a name (HKDF-SHA256, the key Rust sqlx uses): pg_advisory_lock(pglock.key(name)) is the same lock.';
 COMMENT ON FUNCTION pglock.try_lock(text) IS 'Takes the exclusive session lock on a name if it is free (or already this session''s), never waiting; true if taken.';
@@ -66,7 +66,7 @@ COMMENT ON FUNCTION pglock.try_lock_fenced(text) IS 'Takes the exclusive session
 COMMENT ON FUNCTION pglock.xact_lock_fenced(text, interval) IS 'Takes the exclusive lock until the transaction ends and returns its fencing token; NULL on timeout.';
 COMMENT ON FUNCTION pglock.try_xact_lock_fenced(text) IS 'Takes the exclusive lock until the transaction ends if free and returns its fencing token; NULL if not taken.';
 COMMENT ON FUNCTION pglock.token(text) IS 'The fencing token of this session''s current fenced hold of the name, or NULL.';
-COMMENT ON FUNCTION pglock.fence_ok(text, bigint) IS 'True only while this session holds the name under exactly this token, or a token-owned lock holds it under this token (then until the transaction ends): put it in the statement that writes.';
+COMMENT ON FUNCTION pglock.fence_ok(text, bigint) IS 'True only while this session holds the name under exactly this token, or a token-owned lock that the current role may act for holds it under this token (then until the transaction ends, for pglock.token_fence_timeout at most after the lock''s end): put it in the statement that writes.';
 COMMENT ON FUNCTION pglock.get_lock(text, double precision) IS 'MySQL''s GET_LOCK: 1 when the exclusive session lock was taken within timeout_seconds (negative: no limit), 0 on timeout.';
 COMMENT ON FUNCTION pglock.release_lock(text) IS 'MySQL''s RELEASE_LOCK: 1 released, 0 held by another session, NULL held by nobody.';
 COMMENT ON FUNCTION pglock.is_free_lock(text) IS 'MySQL''s IS_FREE_LOCK: 1 if nobody holds the name, else 0.';
@@ -85,8 +85,8 @@ COMMENT ON FUNCTION pglock.acquire(text, interval, interval) IS 'Takes the exclu
 COMMENT ON FUNCTION pglock.acquire(bigint, interval, interval) IS 'Takes the exclusive lock on a key for a new token, owned by no session, for ttl unless renewed; waits at most timeout; NULL if not granted.';
 COMMENT ON FUNCTION pglock.acquire_shared(text, interval, interval) IS 'Takes a shared lock on a name for a new token, owned by no session, for ttl unless renewed; waits at most timeout; NULL if not granted.';
 COMMENT ON FUNCTION pglock.acquire_shared(bigint, interval, interval) IS 'Takes a shared lock on a key for a new token, owned by no session, for ttl unless renewed; waits at most timeout; NULL if not granted.';
-COMMENT ON FUNCTION pglock.renew(text, bigint, interval) IS 'Extends the token-owned lock on a name by ttl from now (NULL: its own ttl), up to pglock.token_max_hold; false if the token no longer owns it.';
-COMMENT ON FUNCTION pglock.renew(bigint, bigint, interval) IS 'Extends the token-owned lock on a key by ttl from now (NULL: its own ttl), up to pglock.token_max_hold; false if the token no longer owns it.';
-COMMENT ON FUNCTION pglock.release(text, bigint) IS 'Releases the token-owned lock on a name, from any connection; returns once the lock is free; false if the token no longer owns it.';
-COMMENT ON FUNCTION pglock.release(bigint, bigint) IS 'Releases the token-owned lock on a key, from any connection; returns once the lock is free; false if the token no longer owns it.';
-COMMENT ON FUNCTION pglock.token_locks() IS 'The token-owned locks held in this database: key, name, token (to the role that took it), mode, role, application_name, client address, since and expiry; backs pglock.locks.';
+COMMENT ON FUNCTION pglock.renew(text, bigint, interval) IS 'Extends the token-owned lock on a name by ttl from now (NULL: its own ttl), up to pglock.token_max_hold; false if the token no longer owns it, the current role may not act for the role that took it, or pglock.token_max_hold cut the extension short.';
+COMMENT ON FUNCTION pglock.renew(bigint, bigint, interval) IS 'Extends the token-owned lock on a key by ttl from now (NULL: its own ttl), up to pglock.token_max_hold; false if the token no longer owns it, the current role may not act for the role that took it, or pglock.token_max_hold cut the extension short.';
+COMMENT ON FUNCTION pglock.release(text, bigint) IS 'Releases the token-owned lock on a name, from any connection of a role that may act for the role that took it; returns once the lock is free (at the end of the transaction if it checked the token with fence_ok); false if the token no longer owns it.';
+COMMENT ON FUNCTION pglock.release(bigint, bigint) IS 'Releases the token-owned lock on a key, from any connection of a role that may act for the role that took it; returns once the lock is free (at the end of the transaction if it checked the token with fence_ok); false if the token no longer owns it.';
+COMMENT ON FUNCTION pglock.token_locks() IS 'The token-owned locks held in this database: key, name, token (to roles that may act for the role that took it), mode, role, application_name, client address (to those who may read that role''s statistics), since and expiry; backs pglock.locks.';

@@ -18,9 +18,10 @@
 CREATE DATABASE pglock_upgraded;
 CREATE DATABASE pglock_upgraded_from_0_2;
 CREATE DATABASE pglock_upgraded_from_0_3;
+CREATE DATABASE pglock_upgraded_from_0_4;
 CREATE DATABASE pglock_fresh;
 
--- 0.1.0 -> 0.2.0 -> 0.3.0 -> 0.4.0.
+-- 0.1.0 -> 0.2.0 -> 0.3.0 -> 0.4.0 -> 0.5.0.
 \c pglock_upgraded
 CREATE EXTENSION pglock VERSION '0.1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'pglock';
@@ -34,13 +35,16 @@ SELECT pglock.unlock('old-view');
 ALTER EXTENSION pglock UPDATE TO '0.3.0';
 SELECT extversion FROM pg_extension WHERE extname = 'pglock';
 :exercise_old_sql
+ALTER EXTENSION pglock UPDATE TO '0.4.0';
+SELECT extversion FROM pg_extension WHERE extname = 'pglock';
+:exercise_old_sql
 ALTER EXTENSION pglock UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'pglock';
 :describe_pglock
 SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) AS upgraded
 FROM pglock_schema \gset
 
--- 0.2.0 -> 0.3.0 -> 0.4.0, from a fresh 0.2.0 install.
+-- 0.2.0 -> 0.3.0 -> 0.4.0 -> 0.5.0, from a fresh 0.2.0 install.
 \c pglock_upgraded_from_0_2
 CREATE EXTENSION pglock VERSION '0.2.0';
 :exercise_old_sql
@@ -50,8 +54,9 @@ SELECT extversion FROM pg_extension WHERE extname = 'pglock';
 SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) AS upgraded_from_0_2
 FROM pglock_schema \gset
 
--- 0.3.0 -> 0.4.0, from a fresh 0.3.0 install: its SQL (the view, fencing, leases' renew) keeps
--- working with the new pglock.so until the update, and the token-owned locks arrive with it.
+-- 0.3.0 -> 0.4.0 -> 0.5.0, from a fresh 0.3.0 install: its SQL (the view, fencing, leases'
+-- renew) keeps working with the new pglock.so until the update, and the token-owned locks
+-- arrive with it.
 \c pglock_upgraded_from_0_3
 CREATE EXTENSION pglock VERSION '0.3.0';
 :exercise_old_sql
@@ -69,6 +74,26 @@ WHERE pronamespace = 'pglock'::regnamespace AND proname IN ('acquire', 'release'
 SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) AS upgraded_from_0_3
 FROM pglock_schema \gset
 
+-- 0.4.0 -> 0.5.0, from a fresh 0.4.0 install: its SQL keeps working with the new pglock.so
+-- until the update (the token-owned lock functions answer as before: this cluster does not
+-- preload pglock), and the update brings the comments that say who may renew and release.
+\c pglock_upgraded_from_0_4
+CREATE EXTENSION pglock VERSION '0.4.0';
+:exercise_old_sql
+SELECT pglock.fence_ok('old-0.4', pglock.lock_fenced('old-0.4')) AS fenced_hold_passes;
+SELECT pglock.unlock_all();
+SELECT pglock.acquire('old-0.4-token', '10 s', '0');
+SELECT pglock.release('old-0.4-token', 1);
+SELECT obj_description('pglock.renew(text, bigint, interval)'::regprocedure, 'pg_proc')
+       LIKE '%cut the extension short%' AS renew_comment_of_0_5;
+ALTER EXTENSION pglock UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'pglock';
+SELECT obj_description('pglock.renew(text, bigint, interval)'::regprocedure, 'pg_proc')
+       LIKE '%cut the extension short%' AS renew_comment_of_0_5;
+:describe_pglock
+SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) AS upgraded_from_0_4
+FROM pglock_schema \gset
+
 \c pglock_fresh
 CREATE EXTENSION pglock;
 SELECT extversion FROM pg_extension WHERE extname = 'pglock';
@@ -79,11 +104,14 @@ SELECT md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER
        md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) = :'upgraded_from_0_2'
        AS upgrade_from_0_2_matches_fresh_install,
        md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) = :'upgraded_from_0_3'
-       AS upgrade_from_0_3_matches_fresh_install
+       AS upgrade_from_0_3_matches_fresh_install,
+       md5(string_agg(object || ' ' || details || ' ' || definition, E'\n' ORDER BY object)) = :'upgraded_from_0_4'
+       AS upgrade_from_0_4_matches_fresh_install
 FROM pglock_schema;
 
 \c pglock_regress
 DROP DATABASE pglock_upgraded;
 DROP DATABASE pglock_upgraded_from_0_2;
 DROP DATABASE pglock_upgraded_from_0_3;
+DROP DATABASE pglock_upgraded_from_0_4;
 DROP DATABASE pglock_fresh;

@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""Locks owned by a token under chaos, for PGLOCK_SOAK_SECONDS (default 10).
+
+Owner threads loop acquire -> fenced writes to a ledger (with renewals) -> release, or abandon
+the lock to expire, or keep writing past its TTL as a paused process would; each write is one
+`WITH ... UPDATE ... WHERE pglock.fence_ok(name, token)` statement that takes the name's next
+sequence number (the row lock orders the writes of a name as they commit). Meanwhile a killer
+terminates the token worker, a waiter process or an owner's backend, SIGKILLs a backend (crash
+restart), runs `pg_ctl restart -m immediate` and SIGKILLs the postmaster (then `pg_ctl start`),
+waiting each time for the server and a new token worker; and a prober watches the keys.
+
+Asserted: no double owner (never two held entries of a key in pglock.token_locks(), and never
+a held entry whose prepared transaction exists while the prober holds the key itself); no stale
+write (per name, in sequence order, the ledger's tokens never go down, and every writer's token
+was granted); no token out of order (each owner's tokens strictly increase, none is granted
+twice, and one taken at the end is above them all); no held entry without its prepared
+transaction, at any probe and at the end; every released token writes nothing; once the TTLs
+have passed, pglock.token_locks() is empty, no `pglock:` prepared transaction is left, and the
+keys are free. Errors other than the chaos's own (connections ended, the token worker not
+running, a waiter killed) fail the test. Every wait is bounded: the whole run takes at most
+the soak + 90 s, or fails with every thread's stack.
+
+Needs: the running throwaway cluster of scripts/cluster.sh with pglock preloaded,
+max_prepared_transactions >= 20, max_worker_processes >= 32 and `CREATE EXTENSION pglock` done
+in postgres (PGHOST, PGPORT, PGLOCK_CLUSTER_DIR, PGLOCK_CLUSTER_BINDIR, PGLOCK_CLUSTER_OPTIONS).
+Runs as root (pg_ctl as postgres through sudo). Leaves the cluster running.
+"""
+
+import collections
+import faulthandler
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import psycopg
+
+SOAK = float(os.environ.get("PGLOCK_SOAK_SECONDS", "10"))
+CLUSTER, BINDIR = os.environ["PGLOCK_CLUSTER_DIR"], os.environ["PGLOCK_CLUSTER_BINDIR"]
+DATA, LOG = f"{CLUSTER}/data", f"{CLUSTER}/server.log"
+DSN = dict(host=os.environ["PGHOST"], port=os.environ["PGPORT"], user="postgres",
+           dbname="postgres", connect_timeout=5)
+NAMES, OWNERS = ("chaos-a", "chaos-b"), 4
+KINDS = ("terminate worker", "terminate waiter", "terminate owner", "kill -9 backend",
+         "restart -m immediate", "kill -9 postmaster")
+RESTARTS = KINDS[3:]
+# The 55000 errors the chaos causes: an acquire while the worker restarts, or whose waiter died.
+CHAOS_55000 = ("token worker is not running", "could not take the lock")
+
+faulthandler.dump_traceback_later(SOAK + 90, exit=True)  # a hang fails, with every stack
+stop = threading.Event()
+mutex = threading.Lock()
+counts, expected_errors = collections.Counter(), collections.Counter()
+errors, violations = [], collections.defaultdict(list)
+granted = {}  # token -> owner
+owner_tokens = [[] for _ in range(OWNERS)]
+
+
+def bump(what, n=1):
+    with mutex:
+        counts[what] += n
+
+
+def violation(kind, detail):
+    with mutex:
+        violations[kind].append(detail)
+
+
+def connect(app):
+    conn = psycopg.connect(**DSN, autocommit=True, application_name=app)
+    conn.execute("SET statement_timeout = '30s'")  # a hang in a pglock call fails (57014)
+    return conn
+
+
+def one(conn, sql, *args):
+    row = conn.execute(sql, args).fetchone()
+    return row[0] if row else None
+
+
+def chaos_error(error):
+    """The error's kind when the chaos explains it, else None."""
+    if isinstance(error, psycopg.errors.ObjectNotInPrerequisiteState):
+        return next((m for m in CHAOS_55000 if m in str(error)), None)
+    if isinstance(error, (psycopg.errors.AdminShutdown, psycopg.errors.CrashShutdown,
+                          psycopg.errors.CannotConnectNow)):
+        return "connection ended"
+    if type(error) is psycopg.OperationalError:  # no SQLSTATE: connection refused or lost
+        return "connection ended"
+    return None
+
+
+def survive(who, body):
+    """Runs body(conn) until stop, reconnecting after the chaos's errors; others are failures."""
+    conn = None
+    while not stop.is_set():
+        try:
+            if conn is None or conn.closed:
+                conn = connect(f"token_chaos {who}")
+            body(conn)
+        except Exception as error:
+            kind = chaos_error(error)
+            if kind is None:
+                errors.append(f"{who}: {error!r}")
+            with mutex:
+                expected_errors[kind or "unexpected"] += 1
+            if conn is not None and (conn.closed or conn.broken):
+                conn.close()
+                conn = None
+            stop.wait(0.1)
+    if conn is not None:
+        conn.close()
+
+
+def write(conn, name, token, me):
+    """One fenced write: the name's next sequence number, only while token owns name."""
+    return one(conn, "WITH bump AS (UPDATE chaos_names SET seq = seq + 1 "
+                     "WHERE name = %s AND pglock.fence_ok(%s, %s) RETURNING seq) "
+                     "INSERT INTO chaos_ledger (name, token, seq, owner) "
+                     "SELECT %s, %s, seq, %s FROM bump RETURNING seq",
+               name, name, token, name, token, me)
+
+
+def owner(me):
+    def round_(conn):
+        name = random.choice(NAMES)
+        ttl = random.choice((1, 2))
+        token = one(conn, "SELECT pglock.acquire(%s, make_interval(secs => %s), "
+                          "make_interval(secs => %s))", name, ttl, random.choice((0, 0.5, 1.5)))
+        if token is None:
+            return bump("acquire timed out")
+        bump("grants")
+        with mutex:
+            if token in granted:
+                violations["tokens out of order"].append(f"{token} granted twice")
+            granted[token] = me
+            if owner_tokens[me] and token <= owner_tokens[me][-1]:
+                violations["tokens out of order"].append(
+                    f"owner {me}: {token} after {owner_tokens[me][-1]}")
+            owner_tokens[me].append(token)
+        for _ in range(random.randint(1, 3)):
+            bump("fenced writes" if write(conn, name, token, me) else "writes refused")
+            if random.random() < 0.3:
+                bump("renewed" if one(conn, "SELECT pglock.renew(%s, %s)", name, token)
+                     else "renewals refused")
+            time.sleep(random.uniform(0, 0.2))
+        fate = random.random()
+        if fate < 0.15:  # a paused owner: writes again after its TTL
+            bump("paused past the TTL")
+            stop.wait(ttl + 0.3)
+            bump("late writes accepted" if write(conn, name, token, me) else "late writes refused")
+        if fate < 0.3:
+            return bump("abandoned")
+        if one(conn, "SELECT pglock.release(%s, %s)", name, token):
+            bump("released")
+            if write(conn, name, token, me) is not None:
+                violation("stale writes", f"token {token} of {name} wrote after its release")
+        else:
+            bump("releases refused")
+
+    survive(f"owner {me}", round_)
+
+
+def unbacked(conn):
+    """Held entries whose prepared transaction does not exist. The entries are read, then the
+    prepared transactions, then the entries again: a lock ends (its entry no longer shown as
+    held) before its transaction is rolled back, so one held in both reads must have it."""
+    query = "SELECT key, token, xid FROM pglock.token_locks()"
+    first = set(conn.execute(query).fetchall())
+    prepared = {x for (x,) in conn.execute(
+        "SELECT transaction::text::bigint FROM pg_prepared_xacts").fetchall()}
+    return [row for row in first & set(conn.execute(query).fetchall()) if row[2] not in prepared]
+
+
+def prober():
+    def probe(conn):
+        for name in NAMES:
+            bump("probes")
+            held = one(conn, "SELECT count(*) FROM pglock.token_locks() "
+                             "WHERE key = pglock.key(%s)", name)
+            if held > 1:
+                violation("double owners", f"{held} held entries of {name}")
+            with conn.transaction():
+                if one(conn, "SELECT pg_try_advisory_xact_lock(pglock.key(%s))", name):
+                    bump("probes with the key free")
+                    holders = conn.execute(
+                        "SELECT t.token, t.xid FROM pglock.token_locks() t JOIN pg_prepared_xacts p "
+                        "ON p.transaction::text::bigint = t.xid WHERE t.key = pglock.key(%s)",
+                        (name,)).fetchall()
+                    if holders:
+                        violation("double owners", f"the prober holds {name} while {holders} do")
+        for row in unbacked(conn):
+            violation("held entries without their prepared transaction", f"{row}")
+        time.sleep(0.01)
+
+    survive("prober", probe)
+
+
+def pg_ctl(*args):
+    done = subprocess.run(["sudo", "-u", "postgres", f"{BINDIR}/pg_ctl", "-D", DATA, "-w",
+                           "-l", LOG, *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=60)
+    return done.returncode == 0 or done.stderr
+
+
+def worker_pid(conn):
+    return one(conn, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pglock token worker'")
+
+
+def back(old_worker, seconds=60):
+    """Waits until the server takes connections and a token worker other than old_worker serves."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with connect("token_chaos waiting") as conn:
+                pid = worker_pid(conn)
+                if (pid not in (None, old_worker) and one(
+                        conn, "SELECT pglock.status()->'token_locks'->>'worker_running'") == "true"):
+                    conn.execute("SELECT pglock.renew('no such lock', 1)")
+                    return
+        except psycopg.Error:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"no server or no new token worker within {seconds} s")
+
+
+def proc(pid):
+    """(state, parent) of a process, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def alive(pid):
+    found = proc(pid)
+    return found is not None and found[0] != "Z"
+
+
+def postmaster_pid():
+    with open(f"{DATA}/postmaster.pid") as pidfile:
+        return int(pidfile.readline())
+
+
+def kill_postmaster():
+    postmaster = postmaster_pid()
+    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and (proc(p) or ("", 0))[1] == postmaster]
+    os.kill(postmaster, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in children + [postmaster]):  # they notice and exit
+        assert time.monotonic() < deadline, "the postmaster's children outlived it by 30 s"
+        time.sleep(0.05)
+    while (result := pg_ctl("start", "-o", os.environ["PGLOCK_CLUSTER_OPTIONS"])) is not True:
+        assert time.monotonic() < deadline, f"pg_ctl start after the postmaster's SIGKILL: {result}"
+        time.sleep(0.2)
+
+
+def chaos(kind):
+    """Does one kind of damage; False when there was nothing to hit."""
+    with connect("token_chaos killer") as conn:
+        worker = worker_pid(conn)
+        where = {"terminate worker": "backend_type = 'pglock token worker'",
+                 "terminate waiter": "backend_type = 'pglock token waiter'",
+                 "terminate owner": "application_name LIKE 'token_chaos owner%'",
+                 "kill -9 backend": "backend_type IN ('client backend', 'pglock token worker', "
+                                    "'pglock token waiter') AND pid <> pg_backend_pid()"}.get(kind)
+        targets = []
+        for _ in range(20 if where else 0):  # waiters come and go: look for a second
+            targets = [p for (p,) in conn.execute(f"SELECT pid FROM pg_stat_activity WHERE {where}")]
+            if targets:
+                break
+            time.sleep(0.05)
+        if where and not targets:
+            return False
+        if kind.startswith("terminate"):
+            assert one(conn, "SELECT pg_terminate_backend(%s)", random.choice(targets)) is not None
+    if kind == "kill -9 backend":
+        victim = random.choice(targets)
+        if (proc(victim) or ("", 0))[1] != postmaster_pid():  # gone: its pid may be reused
+            return False
+        os.kill(victim, signal.SIGKILL)
+    elif kind == "restart -m immediate":
+        result = pg_ctl("restart", "-m", "immediate", "-o", os.environ["PGLOCK_CLUSTER_OPTIONS"])
+        assert result is True, f"pg_ctl restart: {result}"
+    elif kind == "kill -9 postmaster":
+        kill_postmaster()
+    if kind == "terminate worker" or kind in RESTARTS:
+        back(worker)
+    return True
+
+
+def killer():
+    deck = []
+    while not stop.wait(random.uniform(0.2, 1.0)):
+        if not deck:  # every kind once, in random order, then again
+            deck = random.sample(KINDS, len(KINDS))
+        kind = deck.pop()
+        try:
+            bump(f"kill: {kind}" if chaos(kind) else f"kill: {kind}: nothing to hit")
+        except Exception as error:
+            errors.append(f"killer ({kind}): {error!r}")
+            return
+
+
+def reinitialisations():
+    with open(LOG, errors="replace") as log:
+        return log.read().count("all server processes terminated; reinitializing")
+
+
+def main():
+    with connect("token_chaos setup") as conn:
+        conn.execute("DROP TABLE IF EXISTS chaos_ledger, chaos_names")
+        conn.execute("CREATE TABLE chaos_names (name text PRIMARY KEY, seq bigint NOT NULL)")
+        conn.execute("INSERT INTO chaos_names SELECT unnest(%s::text[]), 0", (list(NAMES),))
+        conn.execute("CREATE TABLE chaos_ledger (name text NOT NULL, seq bigint NOT NULL, "
+                     "token bigint NOT NULL, owner int NOT NULL, PRIMARY KEY (name, seq))")
+    crashes_before = reinitialisations()
+    threads = [threading.Thread(target=owner, args=(me,), daemon=True) for me in range(OWNERS)]
+    threads += [threading.Thread(target=f, daemon=True) for f in (prober, killer)]
+    for thread in threads:
+        thread.start()
+    time.sleep(SOAK)
+    stop.set()
+    deadline = time.monotonic() + 60
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        assert not thread.is_alive(), f"{thread.name} did not stop within 60 s"
+    back(None)
+
+    with connect("token_chaos check") as conn:
+        for row in unbacked(conn):
+            violation("held entries without their prepared transaction", f"at the end: {row}")
+        deadline = time.monotonic() + 20  # TTLs are 2 s at most, restored locks' too
+        while (left := conn.execute(
+                "SELECT (SELECT count(*) FROM pglock.token_locks()), "
+                "(SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'pglock:%'), "
+                "pglock.status()->'token_locks'->>'held', "
+                "pglock.status()->'token_locks'->>'waiting'").fetchone()) != (0, 0, "0", "0"):
+            if time.monotonic() > deadline:
+                violation("left after every TTL passed", f"token locks, pglock: prepared "
+                          f"transactions, held, waiting: {left}; "
+                          f"{conn.execute('SELECT * FROM pg_prepared_xacts').fetchall()}")
+                break
+            time.sleep(0.1)
+        for name in NAMES:
+            if not one(conn, "SELECT pg_try_advisory_lock(pglock.key(%s))", name):
+                violation("left after every TTL passed", f"the key of {name} is still taken")
+            conn.execute("SELECT pg_advisory_unlock_all()")
+            last = one(conn, "SELECT pglock.acquire(%s, '10 s', '0')", name)
+            if last is None or last <= max(granted, default=0):
+                violation("tokens out of order", f"{name} at the end: {last} after {max(granted, default=0)}")
+            elif not one(conn, "SELECT pglock.release(%s, %s)", name, last):
+                violation("left after every TTL passed", f"{name}: the last token did not release")
+        ledger = conn.execute("SELECT name, seq, token FROM chaos_ledger ORDER BY name, seq").fetchall()
+        for name in NAMES:
+            rows = [(seq, token) for (n, seq, token) in ledger if n == name]
+            if [seq for seq, _ in rows] != list(range(1, len(rows) + 1)):
+                violation("stale writes", f"{name}: the sequence has gaps")
+            highest = 0
+            for seq, token in rows:
+                if token < highest:
+                    violation("stale writes", f"{name} #{seq}: token {token} after {highest}")
+                if token not in granted:
+                    violation("stale writes", f"{name} #{seq}: token {token} was never granted")
+                highest = max(highest, token)
+        conn.execute("DROP TABLE chaos_ledger, chaos_names")
+    crashes = reinitialisations() - crashes_before
+
+    print(f"token_chaos: {SOAK:g} s, {OWNERS} owners on {len(NAMES)} names: "
+          + ", ".join(f"{counts[k]} {k}" for k in (
+              "grants", "acquire timed out", "fenced writes", "writes refused", "renewed",
+              "renewals refused", "released", "releases refused", "abandoned",
+              "paused past the TTL", "late writes refused", "late writes accepted")))
+    print("token_chaos: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())
+                                      if k.startswith("kill"))
+          + f"; restarts {sum(counts[f'kill: {k}'] for k in RESTARTS)} "
+            f"(crash reinitialisations in the log: {crashes}); the chaos's errors in the clients: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(expected_errors.items())))
+    print(f"token_chaos: {len(violations['double owners'])} double owners in {counts['probes']} "
+          f"probes ({counts['probes with the key free']} with the key free), "
+          f"{len(violations['stale writes'])} stale writes in {len(ledger)} ledger rows, "
+          f"{len(violations['tokens out of order'])} tokens out of order, "
+          f"{len(violations['held entries without their prepared transaction'])} held entries "
+          f"without their prepared transaction, "
+          f"{len(violations['left after every TTL passed'])} left after every TTL passed")
+    failed = [f"{k}: {v[:5]}" for k, v in violations.items() if v] + errors[:20]
+    if failed:
+        print("token_chaos: FAILED\n  " + "\n  ".join(failed))
+        raise SystemExit(1)
+    assert counts["grants"] >= OWNERS, f"only {counts['grants']} grants in {SOAK:g} s"
+    print("token_chaos: all passed")
+
+
+if __name__ == "__main__":
+    main()
