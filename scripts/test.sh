@@ -41,6 +41,7 @@ source scripts/cluster.sh
 
 bash scripts/check-versions.sh
 python3 scripts/check-links.py
+python3 scripts/check-errors.py
 
 quick=
 majors=()

@@ -414,25 +414,17 @@ pub fn token_worker_not_running(database: &str) -> ! {
 }
 
 pub fn too_many_token_locks(count: usize, cap: usize, per_role: bool) -> ! {
-    let (message, detail) = if per_role {
-        (
-            "too many token-owned locks for this role",
-            format!("The role holds or awaits {count} token-owned locks; pglock.max_token_locks_per_role is {cap}."),
-        )
+    let code = PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED;
+    let report = if per_role {
+        ErrorReport::new(code, "too many token-owned locks for this role", function_name!())
+            .set_detail(format!("The role holds or awaits {count} token-owned locks; pglock.max_token_locks_per_role is {cap}."))
     } else {
-        (
-            "too many token-owned locks",
-            format!("The server holds or awaits {count} token-owned locks, the most that pglock.max_token_locks and max_prepared_transactions allow ({cap})."),
-        )
+        ErrorReport::new(code, "too many token-owned locks", function_name!())
+            .set_detail(format!("The server holds or awaits {count} token-owned locks, the most that pglock.max_token_locks and max_prepared_transactions allow ({cap})."))
     };
     raise(
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            message,
-            function_name!(),
-        )
-        .set_detail(detail)
-        .set_hint("Release token-owned locks that are no longer needed, or raise the setting."),
+        report
+            .set_hint("Release token-owned locks that are no longer needed, or raise the setting."),
     )
 }
 

@@ -46,6 +46,8 @@ NAMES, OWNERS = ("chaos-a", "chaos-b"), 4
 KINDS = ("terminate worker", "terminate waiter", "terminate owner", "kill -9 backend",
          "restart -m immediate", "kill -9 postmaster")
 RESTARTS = KINDS[3:]
+INVARIANTS = ("double owners", "stale writes", "writes after the lock's end", "tokens out of order",
+              "held entries without their prepared transaction", "left after every TTL passed")
 # The 55000 errors the chaos causes: an acquire while the worker restarts, or whose waiter died.
 CHAOS_55000 = ("token worker is not running", "could not take the lock")
 
@@ -147,15 +149,19 @@ def owner(me):
             time.sleep(random.uniform(0, 0.2))
         fate = random.random()
         if fate < 0.15:  # a paused owner: writes again after its TTL (then releases, late)
+            if stop.wait(ttl + 0.3):
+                return
             bump("paused past the TTL")
-            stop.wait(ttl + 0.3)
-            bump("late writes accepted" if write(conn, name, token, me) else "late writes refused")
+            # Only a restart gives a lock a new TTL, and it ends this connection: the token
+            # fences nothing now, whether or not the worker has ended the lock yet.
+            if write(conn, name, token, me) is not None:
+                violation("writes after the lock's end", f"token {token} of {name} after its TTL")
         elif fate < 0.3:
             return bump("abandoned")
         if one(conn, "SELECT pglock.release(%s, %s)", name, token):
             bump("released")
             if write(conn, name, token, me) is not None:
-                violation("stale writes", f"token {token} of {name} wrote after its release")
+                violation("writes after the lock's end", f"token {token} of {name} after its release")
         else:
             bump("releases refused")
 
@@ -316,14 +322,52 @@ def reinitialisations():
         return log.read().count("all server processes terminated; reinitializing")
 
 
+def settle_and_check(conn):
+    """Once the chaos has stopped: the held entries have their transactions, every lock ends
+    within its TTL, the keys are free and the next token is above all; the ledger is in order."""
+    for row in unbacked(conn):
+        violation("held entries without their prepared transaction", f"at the end: {row}")
+    deadline = time.monotonic() + 20  # TTLs are 2 s at most, restored locks' too
+    while (left := conn.execute(
+            "SELECT (SELECT count(*) FROM pglock.token_locks()), "
+            "(SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'pglock:%'), "
+            "pglock.status()->'token_locks'->>'held', "
+            "pglock.status()->'token_locks'->>'waiting'").fetchone()) != (0, 0, "0", "0"):
+        if time.monotonic() > deadline:
+            return violation("left after every TTL passed", f"locks, prepared, held, waiting: "
+                             f"{left}; {conn.execute('TABLE pg_prepared_xacts').fetchall()}")
+        time.sleep(0.1)
+    for name in NAMES:
+        if not one(conn, "SELECT pg_try_advisory_lock(pglock.key(%s))", name):
+            violation("left after every TTL passed", f"the key of {name} is taken")
+        conn.execute("SELECT pg_advisory_unlock_all()")
+        last, highest = one(conn, "SELECT pglock.acquire(%s, '10 s', '0')", name), max(granted)
+        if last is None or last <= highest:
+            violation("tokens out of order", f"{name} at the end: {last} after {highest}")
+        elif not one(conn, "SELECT pglock.release(%s, %s)", name, last):
+            violation("left after every TTL passed", f"{name}: the last token did not release")
+    ledger = conn.execute("SELECT name, seq, token FROM chaos_ledger ORDER BY name, seq").fetchall()
+    for name in NAMES:
+        rows = [(seq, token) for (n, seq, token) in ledger if n == name]
+        if [seq for seq, _ in rows] != list(range(1, len(rows) + 1)):
+            violation("stale writes", f"{name}: the sequence has gaps")
+        highest = 0
+        for seq, token in rows:
+            if token < highest or token not in granted:
+                violation("stale writes", f"{name} #{seq}: token {token} after {highest}"
+                          + ("" if token in granted else ", never granted"))
+            highest = max(highest, token)
+    return len(ledger)
+
+
 def main():
     with connect("token_chaos setup") as conn:
         conn.execute("DROP TABLE IF EXISTS chaos_ledger, chaos_names")
         conn.execute("CREATE TABLE chaos_names (name text PRIMARY KEY, seq bigint NOT NULL)")
         conn.execute("INSERT INTO chaos_names SELECT unnest(%s::text[]), 0", (list(NAMES),))
-        conn.execute("CREATE TABLE chaos_ledger (name text NOT NULL, seq bigint NOT NULL, "
-                     "token bigint NOT NULL, owner int NOT NULL, PRIMARY KEY (name, seq))")
-    crashes_before = reinitialisations()
+        conn.execute("CREATE TABLE chaos_ledger (name text, seq bigint, token bigint NOT NULL, "
+                     "owner int NOT NULL, PRIMARY KEY (name, seq))")
+    crashes = reinitialisations()
     threads = [threading.Thread(target=owner, args=(me,), daemon=True) for me in range(OWNERS)]
     threads += [threading.Thread(target=f, daemon=True) for f in (prober, killer)]
     for thread in threads:
@@ -335,68 +379,30 @@ def main():
         thread.join(max(0.0, deadline - time.monotonic()))
         assert not thread.is_alive(), f"{thread.name} did not stop within 60 s"
     back(None)
-
+    assert counts["grants"] >= OWNERS, f"only {counts['grants']} grants in {SOAK:g} s"
     with connect("token_chaos check") as conn:
-        for row in unbacked(conn):
-            violation("held entries without their prepared transaction", f"at the end: {row}")
-        deadline = time.monotonic() + 20  # TTLs are 2 s at most, restored locks' too
-        while (left := conn.execute(
-                "SELECT (SELECT count(*) FROM pglock.token_locks()), "
-                "(SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'pglock:%'), "
-                "pglock.status()->'token_locks'->>'held', "
-                "pglock.status()->'token_locks'->>'waiting'").fetchone()) != (0, 0, "0", "0"):
-            if time.monotonic() > deadline:
-                violation("left after every TTL passed", f"token locks, pglock: prepared "
-                          f"transactions, held, waiting: {left}; "
-                          f"{conn.execute('SELECT * FROM pg_prepared_xacts').fetchall()}")
-                break
-            time.sleep(0.1)
-        for name in NAMES:
-            if not one(conn, "SELECT pg_try_advisory_lock(pglock.key(%s))", name):
-                violation("left after every TTL passed", f"the key of {name} is still taken")
-            conn.execute("SELECT pg_advisory_unlock_all()")
-            last = one(conn, "SELECT pglock.acquire(%s, '10 s', '0')", name)
-            if last is None or last <= max(granted, default=0):
-                violation("tokens out of order", f"{name} at the end: {last} after {max(granted, default=0)}")
-            elif not one(conn, "SELECT pglock.release(%s, %s)", name, last):
-                violation("left after every TTL passed", f"{name}: the last token did not release")
-        ledger = conn.execute("SELECT name, seq, token FROM chaos_ledger ORDER BY name, seq").fetchall()
-        for name in NAMES:
-            rows = [(seq, token) for (n, seq, token) in ledger if n == name]
-            if [seq for seq, _ in rows] != list(range(1, len(rows) + 1)):
-                violation("stale writes", f"{name}: the sequence has gaps")
-            highest = 0
-            for seq, token in rows:
-                if token < highest:
-                    violation("stale writes", f"{name} #{seq}: token {token} after {highest}")
-                if token not in granted:
-                    violation("stale writes", f"{name} #{seq}: token {token} was never granted")
-                highest = max(highest, token)
+        rows = settle_and_check(conn)
         conn.execute("DROP TABLE chaos_ledger, chaos_names")
-    crashes = reinitialisations() - crashes_before
 
-    print(f"token_chaos: {SOAK:g} s, {OWNERS} owners on {len(NAMES)} names: "
-          + ", ".join(f"{counts[k]} {k}" for k in (
-              "grants", "acquire timed out", "fenced writes", "writes refused", "renewed",
-              "renewals refused", "released", "releases refused", "abandoned",
-              "paused past the TTL", "late writes refused", "late writes accepted")))
+    print(f"token_chaos: {SOAK:g} s, {OWNERS} owners on {len(NAMES)} names: " + ", ".join(
+        f"{counts[k]} {k}" for k in ("grants", "acquire timed out", "fenced writes",
+                                     "writes refused", "renewed", "renewals refused", "released",
+                                     "releases refused", "abandoned", "paused past the TTL")))
     print("token_chaos: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())
                                       if k.startswith("kill"))
-          + f"; restarts {sum(counts[f'kill: {k}'] for k in RESTARTS)} "
-            f"(crash reinitialisations in the log: {crashes}); the chaos's errors in the clients: "
+          + f"; restarts {sum(counts[f'kill: {k}'] for k in RESTARTS)} (crash reinitialisations "
+            f"in the log {reinitialisations() - crashes}); the chaos's errors in the clients: "
           + ", ".join(f"{k} {v}" for k, v in sorted(expected_errors.items())))
-    print(f"token_chaos: {len(violations['double owners'])} double owners in {counts['probes']} "
-          f"probes ({counts['probes with the key free']} with the key free), "
-          f"{len(violations['stale writes'])} stale writes in {len(ledger)} ledger rows, "
-          f"{len(violations['tokens out of order'])} tokens out of order, "
-          f"{len(violations['held entries without their prepared transaction'])} held entries "
-          f"without their prepared transaction, "
-          f"{len(violations['left after every TTL passed'])} left after every TTL passed")
+    print("token_chaos: " + ", ".join(f"{len(violations[k])} {k}" for k in INVARIANTS)
+          + f" ({counts['probes']} probes, {counts['probes with the key free']} with the key "
+            f"free; {rows} ledger rows)")
     failed = [f"{k}: {v[:5]}" for k, v in violations.items() if v] + errors[:20]
     if failed:
-        print("token_chaos: FAILED\n  " + "\n  ".join(failed))
+        with open(LOG, errors="replace") as log:
+            lines = [line for line in log if "pglock" in line or "PANIC" in line or "TRAP" in line]
+        print("token_chaos: FAILED\n  " + "\n  ".join(failed)
+              + "\ntoken_chaos: the server log's last pglock lines:\n" + "".join(lines[-40:]))
         raise SystemExit(1)
-    assert counts["grants"] >= OWNERS, f"only {counts['grants']} grants in {SOAK:g} s"
     print("token_chaos: all passed")
 
 
