@@ -206,3 +206,21 @@ unsafe extern "C-unwind" fn transaction_event(
         run_callbacks(&AT_TRANSACTION_END);
     }
 }
+
+/// The first row's first `N` columns of a read-only query, through SPI, inside a transaction.
+/// Unlike pgrx's Spi::get_one, it takes no transaction ID (pgrx asks for one before any query
+/// that may write): a hot standby has none to give, and a primary's would be wasted.
+pub fn read_one<A: pgrx::FromDatum + pgrx::IntoDatum>(sql: &str) -> Option<A> {
+    pgrx::Spi::connect(|client| client.select(sql, Some(1), &[])?.first().get_one::<A>())
+        .ok()
+        .flatten()
+}
+
+/// [`read_one`] for two columns.
+pub fn read_two<A, B>(sql: &str) -> Option<(Option<A>, Option<B>)>
+where
+    A: pgrx::FromDatum + pgrx::IntoDatum,
+    B: pgrx::FromDatum + pgrx::IntoDatum,
+{
+    pgrx::Spi::connect(|client| client.select(sql, Some(1), &[])?.first().get_two::<A, B>()).ok()
+}

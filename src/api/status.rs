@@ -126,7 +126,7 @@ fn timestamp_text(at: pgrx::pg_sys::TimestampTz) -> String {
 }
 
 fn query_one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
-    Spi::get_one::<T>(sql).ok().flatten()
+    backend::read_one::<T>(sql)
 }
 
 /// pglock's health at a glance; every field is documented in docs/observability.md.
@@ -134,11 +134,10 @@ fn query_one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
 fn status() -> JsonB {
     let preloaded = memory::preloaded();
     let (max_locks_per_transaction, backends) = backend::lock_table_dimensions();
-    let (advisory_locks, all_locks) = Spi::get_two::<i64, i64>(
+    let (advisory_locks, all_locks) = backend::read_two::<i64, i64>(
         "SELECT count(*) FILTER (WHERE locktype OPERATOR(pg_catalog.=) 'advisory'), count(*)
          FROM pg_catalog.pg_locks",
     )
-    .ok()
     .map(|(advisory, all)| (advisory.unwrap_or(0), all.unwrap_or(0)))
     .unwrap_or_default();
     let status = Status {

@@ -804,9 +804,7 @@ fn who_am_i() -> (String, String) {
                 .into_owned()
         })
         .unwrap_or_default();
-    let addr = Spi::get_one::<String>("SELECT pg_catalog.host(pg_catalog.inet_client_addr())")
-        .ok()
-        .flatten()
+    let addr = backend::read_one::<String>("SELECT pg_catalog.host(pg_catalog.inet_client_addr())")
         .unwrap_or_default();
     (cut(app, APP_BYTES), cut(addr, ADDR_BYTES))
 }
@@ -1500,10 +1498,7 @@ fn holds_its_key(entry: &Entry) -> bool {
         tag.locktag_field3,
         tag.locktag_field4
     );
-    BackgroundWorker::transaction(|| Spi::get_one::<bool>(&sql))
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    BackgroundWorker::transaction(|| backend::read_one::<bool>(&sql)).unwrap_or(false)
 }
 
 /// The token worker: serves new requests without waiting, ends released, expired and abandoned

@@ -60,9 +60,9 @@ granted = {}  # token -> owner
 owner_tokens = [[] for _ in range(OWNERS)]
 
 
-def bump(what, n=1):
+def bump(what):
     with mutex:
-        counts[what] += n
+        counts[what] += 1
 
 
 def violation(kind, detail):
@@ -156,6 +156,7 @@ def owner(me):
             # fences nothing now, whether or not the worker has ended the lock yet.
             if write(conn, name, token, me) is not None:
                 violation("writes after the lock's end", f"token {token} of {name} after its TTL")
+            bump("late writes refused")
         elif fate < 0.3:
             return bump("abandoned")
         if one(conn, "SELECT pglock.release(%s, %s)", name, token):
@@ -242,8 +243,7 @@ def proc(pid):
 
 
 def alive(pid):
-    found = proc(pid)
-    return found is not None and found[0] != "Z"
+    return (proc(pid) or ("Z",))[0] != "Z"  # a zombie has exited
 
 
 def postmaster_pid():
@@ -387,7 +387,8 @@ def main():
     print(f"token_chaos: {SOAK:g} s, {OWNERS} owners on {len(NAMES)} names: " + ", ".join(
         f"{counts[k]} {k}" for k in ("grants", "acquire timed out", "fenced writes",
                                      "writes refused", "renewed", "renewals refused", "released",
-                                     "releases refused", "abandoned", "paused past the TTL")))
+                                     "releases refused", "abandoned", "paused past the TTL",
+                                     "late writes refused")))
     print("token_chaos: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())
                                       if k.startswith("kill"))
           + f"; restarts {sum(counts[f'kill: {k}'] for k in RESTARTS)} (crash reinitialisations "

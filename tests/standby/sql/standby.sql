@@ -41,3 +41,8 @@ SELECT pglock.lock_upgradeable('on-standby', '1 second'), pglock.is_free('on-sta
 SELECT name, mode FROM pglock.held();
 SELECT pglock.unlock_all();
 RESET pglock.allow_on_standby;
+-- status() reads the catalog and pg_locks without a transaction ID, which a standby cannot
+-- assign (0.4.0 failed here with XX000, and every Prometheus status metric with it).
+SELECT (s->>'in_recovery')::bool AS in_recovery, s->>'sql_version' IS NOT NULL AS has_sql_version,
+       (s->'lock_table'->>'all_locks')::int > 0 AS sees_pg_locks
+FROM pglock.status() s;
