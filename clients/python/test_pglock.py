@@ -4,6 +4,7 @@ exception fails the run."""
 
 import threading
 import time
+import warnings
 
 import psycopg
 
@@ -117,6 +118,37 @@ def test_lock_all_takes_a_list_with_a_cast():
     assert conn.execute("SELECT pglock.unlock_all(%s::text[])", (names,)).fetchone()[0]
     assert [held(conn, name) for name in names] == [0, 0]
     conn.close()
+
+
+def test_an_sql_error_in_a_transaction_releases_the_lock_and_surfaces_as_itself():
+    # A non-autocommit connection: the block's SQL error leaves the transaction failed, where
+    # no unlock could run (0.4.0 left the lock held and raised InFailedSqlTransaction).
+    a, b = psycopg.connect(), connect()
+    try:
+        with pglock.lock(a, "py:failed transaction", timeout=1):
+            a.execute("SELECT 1 / 0")
+        raise AssertionError("no error")
+    except psycopg.errors.DivisionByZero:
+        pass
+    assert free_for(b, "py:failed transaction") is True, "the lock outlived the block"
+    assert held(a, "py:failed transaction") == 0
+    # Inside conn.transaction() the rollback is that block's: the lock cannot be released
+    # before it, and the error says so, still as itself.
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        try:
+            with a.transaction():
+                with pglock.lock(a, "py:failed transaction"):
+                    a.execute("SELECT 1 / 0")
+            raise AssertionError("no error")
+        except psycopg.errors.DivisionByZero as error:
+            assert any("still held" in note for note in getattr(error, "__notes__", [])), error
+    assert [w.category for w in warned] == [RuntimeWarning], warned
+    assert held(a, "py:failed transaction") == 1
+    a.execute("SELECT pglock.unlock_all()")
+    a.commit()
+    assert free_for(b, "py:failed transaction") is True
+    a.close()
 
 
 if __name__ == "__main__":

@@ -82,6 +82,20 @@ def test_workers_take_turns_and_tokens_grow():
     assert len(set(tokens)) == 20, "a token was handed out twice"
 
 
+def test_acquire_on_one_open_connection_leaves_it_open():
+    name = "py:token on one connection"
+    conn = connect()
+    with pglock.acquire(conn, name, ttl=30, timeout=0) as held:
+        assert held.renew() is True
+        assert conn.closed is False, "the client closed the caller's connection"
+        assert one("SELECT pglock.acquire(%s::text, '30 s', '0')", name) is None
+    assert conn.closed is False
+    token = one("SELECT pglock.acquire(%s::text, '30 s', '0')", name)
+    assert token is not None, "not released at the block's end"
+    assert one("SELECT pglock.release(%s::text, %s)", name, token) is True
+    conn.close()
+
+
 if __name__ == "__main__":
     tests = [value for name, value in sorted(globals().items()) if name.startswith("test_")]
     for test in tests:

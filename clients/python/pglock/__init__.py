@@ -19,8 +19,12 @@ Locks owned by a token belong to no connection (pglock preloaded, max_prepared_t
         ...          # held.token; held.renew() extends it; any connection may be used
 """
 
+import warnings
 from contextlib import contextmanager
 from datetime import timedelta
+
+import psycopg
+from psycopg.pq import TransactionStatus
 
 __all__ = ["LockNotAcquired", "lock", "try_lock", "xact_lock", "key", "acquire", "TokenLock"]
 
@@ -40,6 +44,27 @@ def _scalar(conn, query, params):
     return conn.execute(query, params).fetchone()[0]
 
 
+def _unlock(conn, function, name, error=None):
+    """Releases one session hold of `name`. A session lock outlives its transaction, so it is
+    released even when the block's error left the transaction failed (a non-autocommit
+    connection): the failed transaction, which can only be rolled back, is rolled back first,
+    and the block's error is what the caller sees. Inside a `conn.transaction()` block the
+    rollback is that block's to do: the lock cannot be released before it, which a warning
+    and a note on the error say."""
+    if conn.info.transaction_status == TransactionStatus.INERROR:
+        try:
+            conn.rollback()
+        except psycopg.ProgrammingError:
+            message = (f"pglock: session lock {name!r} is still held: the transaction failed "
+                       "inside conn.transaction(), so it could not be released; the session "
+                       "keeps it until it is unlocked or the connection closes")
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+            if error is not None:
+                error.add_note(message)
+            return
+    _scalar(conn, f"SELECT pglock.un{function}(%s::text)", (name,))
+
+
 @contextmanager
 def lock(conn, name, timeout=None, shared=False):
     """Holds the session lock `name` (exclusive, or shared) for the block, waiting at most
@@ -51,8 +76,10 @@ def lock(conn, name, timeout=None, shared=False):
         raise LockNotAcquired(f"{name!r} was not granted within {timeout!r}")
     try:
         yield
-    finally:
-        _scalar(conn, f"SELECT pglock.un{function}(%s::text)", (name,))
+    except BaseException as error:
+        _unlock(conn, function, name, error)
+        raise
+    _unlock(conn, function, name)
 
 
 @contextmanager
@@ -63,9 +90,12 @@ def try_lock(conn, name, shared=False):
     acquired = _scalar(conn, f"SELECT pglock.try_{function}(%s::text)", (name,))
     try:
         yield acquired
-    finally:
+    except BaseException as error:
         if acquired:
-            _scalar(conn, f"SELECT pglock.un{function}(%s::text)", (name,))
+            _unlock(conn, function, name, error)
+        raise
+    if acquired:
+        _unlock(conn, function, name)
 
 
 def xact_lock(conn, name, timeout=None, shared=False):
@@ -84,12 +114,15 @@ def key(conn, name):
 
 class TokenLock:
     """A lock owned by a token, as `acquire` yields it: `token` is its fencing token; `renew`
-    and `release` work from a new connection each time (`connect` is called for each)."""
+    and `release` work from a new connection each time (`connect` is called for each), or on
+    the one connection `acquire` was given."""
 
     def __init__(self, connect, name, token, shared):
         self.connect, self.name, self.token, self.shared = connect, name, token, shared
 
     def _call(self, query, params):
+        if isinstance(self.connect, psycopg.Connection):
+            return _scalar(self.connect, query, params)
         conn = self.connect()
         try:
             return _scalar(conn, query, params)
@@ -98,7 +131,8 @@ class TokenLock:
 
     def renew(self, ttl=None):
         """Extends the lock by `ttl` seconds from now (None: the TTL it was taken with); False
-        when the token no longer owns it (it expired, or was released)."""
+        when the token no longer owns it (it expired, or was released), or when
+        pglock.token_max_hold cut the renewal short (the lock is ending: stop the work)."""
         return self._call("SELECT pglock.renew(%s::text, %s, %s::interval)",
                           (self.name, self.token, _interval(ttl)))
 
@@ -112,9 +146,10 @@ def acquire(connect, name, ttl, timeout=None, shared=False):
     """Holds the lock `name` owned by a new token for the block: released on the way out,
     exception or not, unless it expired first (its TTL, `ttl` seconds, passed without a
     renewal). Waits at most `timeout` (None: until granted); raises LockNotAcquired if it is
-    not granted in time. `connect` is called for a connection for each statement and the
-    connection closed after it, as a client behind a transaction-mode pooler or a serverless
-    function would; a function returning one open connection works too if it is not closed."""
+    not granted in time. `connect` is either a function, called for a new connection for each
+    statement and the connection closed after it, as a client behind a transaction-mode pooler
+    or a serverless function would; or an open psycopg connection, used for every statement and
+    left open (in autocommit mode, or each statement's transaction is the caller's to end)."""
     function = "acquire_shared" if shared else "acquire"
     lock = TokenLock(connect, name, None, shared)
     lock.token = lock._call(f"SELECT pglock.{function}(%s::text, %s::interval, %s::interval)",
