@@ -580,3 +580,94 @@ fn token_trust_one_role_cannot_take_every_worker_process_by_waiting() {
     }
     assert_eq!(served, flood, "acquires not served");
 }
+
+#[test]
+fn token_trust_a_client_killed_while_its_acquire_waits_is_granted_nothing() {
+    let _guard = one_at_a_time();
+    let name = "trust: client killed";
+    let mut holder = session();
+    let token = acquire(&mut holder, name, "60 s", "0").expect("free");
+    let port: String = holder.query_one("SHOW port", &[]).unwrap().get(0);
+    let user: String = holder.query_one("SELECT current_user", &[]).unwrap().get(0);
+    let database: String = holder
+        .query_one("SELECT current_database()", &[])
+        .unwrap()
+        .get(0);
+    // A client process that we can kill outright (psql, any version: only libpq matters).
+    let mut client = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+            "-U",
+            &user,
+            "-d",
+            &database,
+        ])
+        .args([
+            "-c",
+            "SELECT pglock.acquire('trust: client killed', '60 s')",
+        ])
+        .env("PGAPPNAME", "pglock ghost client")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql runs");
+    let mut observer = session();
+    let start = Instant::now();
+    let ghost: i32 = loop {
+        let pid: Option<i32> = observer
+            .query_one(
+                "SELECT max(pid) FROM pg_stat_activity
+                 WHERE application_name = 'pglock ghost client' AND state = 'active'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if let Some(pid) = pid {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the client never asked"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    // Let it queue, then kill the client: its session notices (pglock.client_check_interval)
+    // and ends, giving its request up.
+    thread::sleep(Duration::from_millis(300));
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let start = Instant::now();
+    loop {
+        let alive: bool = observer
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)",
+                &[&ghost],
+            )
+            .unwrap()
+            .get(0);
+        if !alive {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the session of a killed client waits on"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(release(&mut holder, name, token));
+    // Nobody is granted the lock in the dead client's name.
+    thread::sleep(Duration::from_millis(500));
+    let left: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM pglock.token_locks() WHERE key = pglock.key($1)",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "granted to a client that is gone");
+    assert!(is_free(&mut observer, name));
+}

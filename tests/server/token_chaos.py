@@ -1,28 +1,31 @@
 #!/usr/bin/env python3
 """Locks owned by a token under chaos, for PGLOCK_SOAK_SECONDS (default 10).
 
-Owner threads loop acquire -> fenced writes to a ledger (with renewals) -> release, or abandon
-the lock to expire, or keep writing past its TTL as a paused process would; each write is one
-`WITH ... UPDATE ... WHERE pglock.fence_ok(name, token)` statement that takes the name's next
-sequence number (the row lock orders the writes of a name as they commit). Meanwhile a killer
-terminates the token worker, a waiter process or an owner's backend, SIGKILLs a backend (crash
-restart), runs `pg_ctl restart -m immediate` and SIGKILLs the postmaster (then `pg_ctl start`),
-waiting each time for the server and a new token worker; and a prober watches the keys.
+Owner threads loop: acquire one of two names with a TTL of 1-2 s, write to a ledger under
+fence_ok (one statement: the name's row is bumped to its next sequence number, so the row lock
+orders a name's writes as they commit), sometimes renew, then release, abandon the lock to
+expire, or pause past the TTL and write again. A killer meanwhile terminates the token worker,
+a waiter process or an owner's backend, SIGKILLs a backend (crash restart), runs `pg_ctl restart
+-m immediate`, and SIGKILLs the postmaster (then `pg_ctl start`), each time waiting for the
+server and a new token worker. A prober watches the keys.
 
-Asserted: no double owner (never two held entries of a key in pglock.token_locks(), and never
-a held entry whose prepared transaction exists while the prober holds the key itself); no stale
-write (per name, in sequence order, the ledger's tokens never go down, and every writer's token
-was granted); no token out of order (each owner's tokens strictly increase, none is granted
-twice, and one taken at the end is above them all); no held entry without its prepared
-transaction, at any probe and at the end; every released token writes nothing; once the TTLs
-have passed, pglock.token_locks() is empty, no `pglock:` prepared transaction is left, and the
-keys are free. Errors other than the chaos's own (connections ended, the token worker not
-running, a waiter killed) fail the test. Every wait is bounded: the whole run takes at most
-the soak + 90 s, or fails with every thread's stack.
+Asserted, and counted in the output:
+- no double owner: never two held entries of a key in pglock.token_locks(), and never one whose
+  prepared transaction exists while the prober holds the key itself (pg_try_advisory_xact_lock);
+- no stale write: per name, in sequence order, the ledger's tokens never go down, and each was
+  granted; no write after the lock's end: a released token, or one paused past its TTL, writes
+  nothing;
+- no token out of order: each owner's tokens strictly increase, none comes twice, and the first
+  token after the chaos is above them all;
+- no held entry without its prepared transaction, at every probe and at the end; once the TTLs
+  have passed, pglock.token_locks() is empty, no `pglock:` prepared transaction is left and the
+  keys are free.
+Errors other than the chaos's own (a connection ended, the token worker not running, a waiter
+killed) fail the test. Every wait is bounded: past the soak + 90 s it fails with every stack.
 
 Needs: the running throwaway cluster of scripts/cluster.sh with pglock preloaded,
-max_prepared_transactions >= 20, max_worker_processes >= 32 and `CREATE EXTENSION pglock` done
-in postgres (PGHOST, PGPORT, PGLOCK_CLUSTER_DIR, PGLOCK_CLUSTER_BINDIR, PGLOCK_CLUSTER_OPTIONS).
+max_prepared_transactions >= 20, max_worker_processes >= 32 and `CREATE EXTENSION pglock` in
+postgres (PGHOST, PGPORT, PGLOCK_CLUSTER_DIR, PGLOCK_CLUSTER_BINDIR, PGLOCK_CLUSTER_OPTIONS).
 Runs as root (pg_ctl as postgres through sudo). Leaves the cluster running.
 """
 
@@ -47,18 +50,17 @@ NAMES, OWNERS = ("chaos-a", "chaos-b"), 4
 KINDS = ("terminate worker", "terminate waiter", "terminate owner", "kill -9 backend",
          "restart -m immediate", "kill -9 postmaster")
 RESTARTS = KINDS[3:]
-INVARIANTS = ("double owners", "stale writes", "writes after the lock's end", "tokens out of order",
-              "held entries without their prepared transaction", "left after every TTL passed")
+INVARIANTS = ("double owners", "stale writes", "writes after the lock's end",
+              "tokens out of order", "held entries without their prepared transaction",
+              "left after every TTL passed")
 # The 55000 errors the chaos causes: an acquire while the worker restarts, or whose waiter died.
 CHAOS_55000 = ("token worker is not running", "could not take the lock")
 
 faulthandler.dump_traceback_later(SOAK + 90, exit=True)  # a hang fails, with every stack
-stop = threading.Event()
-mutex = threading.Lock()
-counts, expected_errors = collections.Counter(), collections.Counter()
+stop, mutex = threading.Event(), threading.Lock()
+counts, chaos_errors = collections.Counter(), collections.Counter()
 errors, violations = [], collections.defaultdict(list)
-granted = {}  # token -> owner
-owner_tokens = [[] for _ in range(OWNERS)]
+granted, owner_tokens = set(), [[] for _ in range(OWNERS)]
 
 
 def bump(what):
@@ -73,7 +75,7 @@ def violation(kind, detail):
 
 def connect(app):
     conn = psycopg.connect(**DSN, autocommit=True, application_name=app)
-    conn.execute("SET statement_timeout = '30s'")  # a hang in a pglock call fails (57014)
+    conn.execute("SET statement_timeout = '30s'")  # a pglock call that hangs fails (57014)
     return conn
 
 
@@ -83,14 +85,14 @@ def one(conn, sql, *args):
 
 
 def chaos_error(error):
-    """The error's kind when the chaos explains it, else None."""
+    """What the chaos did to cause this error; None when it did not."""
     if isinstance(error, psycopg.errors.ObjectNotInPrerequisiteState):
         return next((m for m in CHAOS_55000 if m in str(error)), None)
     if isinstance(error, (psycopg.errors.AdminShutdown, psycopg.errors.CrashShutdown,
-                          psycopg.errors.CannotConnectNow)):
-        return "connection ended"
-    if type(error) is psycopg.OperationalError:  # no SQLSTATE: connection refused or lost
-        return "connection ended"
+                          psycopg.errors.CannotConnectNow, psycopg.errors.ConnectionTimeout)):
+        return "connection ended"  # terminated, crashed, restarting
+    if type(error) is psycopg.OperationalError:
+        return "connection ended"  # refused or lost: no SQLSTATE
     return None
 
 
@@ -107,7 +109,7 @@ def survive(who, body):
             if kind is None:
                 errors.append(f"{who}: {error!r}")
             with mutex:
-                expected_errors[kind or "unexpected"] += 1
+                chaos_errors[kind or "other"] += 1
             if conn is not None and (conn.closed or conn.broken):
                 conn.close()
                 conn = None
@@ -117,7 +119,7 @@ def survive(who, body):
 
 
 def write(conn, name, token, me):
-    """One fenced write: the name's next sequence number, only while token owns name."""
+    """One fenced write: the name's next sequence number, only while the token owns the name."""
     return one(conn, "WITH bump AS (UPDATE chaos_names SET seq = seq + 1 "
                      "WHERE name = %s AND pglock.fence_ok(%s, %s) RETURNING seq) "
                      "INSERT INTO chaos_ledger (name, token, seq, owner) "
@@ -127,20 +129,17 @@ def write(conn, name, token, me):
 
 def owner(me):
     def round_(conn):
-        name = random.choice(NAMES)
-        ttl = random.choice((1, 2))
+        name, ttl = random.choice(NAMES), random.choice((1, 2))
         token = one(conn, "SELECT pglock.acquire(%s, make_interval(secs => %s), "
                           "make_interval(secs => %s))", name, ttl, random.choice((0, 0.5, 1.5)))
         if token is None:
             return bump("acquire timed out")
         bump("grants")
         with mutex:
-            if token in granted:
-                violations["tokens out of order"].append(f"{token} granted twice")
-            granted[token] = me
-            if owner_tokens[me] and token <= owner_tokens[me][-1]:
+            if token in granted or (owner_tokens[me] and token <= owner_tokens[me][-1]):
                 violations["tokens out of order"].append(
-                    f"owner {me}: {token} after {owner_tokens[me][-1]}")
+                    f"owner {me}: {token} after {owner_tokens[me][-1:]}, or granted twice")
+            granted.add(token)
             owner_tokens[me].append(token)
         for _ in range(random.randint(1, 3)):
             bump("fenced writes" if write(conn, name, token, me) else "writes refused")
@@ -149,21 +148,21 @@ def owner(me):
                      else "renewals refused")
             time.sleep(random.uniform(0, 0.2))
         fate = random.random()
-        if fate < 0.15:  # a paused owner: writes again after its TTL (then releases, late)
+        if fate < 0.15:  # a paused owner: writes again after its TTL, then releases (late)
             if stop.wait(ttl + 0.3):
                 return
             bump("paused past the TTL")
-            # Only a restart gives a lock a new TTL, and it ends this connection: the token
+            # Only a restart gives a lock a new TTL, and that ends this connection: the token
             # fences nothing now, whether or not the worker has ended the lock yet.
             if write(conn, name, token, me) is not None:
-                violation("writes after the lock's end", f"token {token} of {name} after its TTL")
+                violation("writes after the lock's end", f"{name}: token {token} after its TTL")
             bump("late writes refused")
         elif fate < 0.3:
             return bump("abandoned")
         if one(conn, "SELECT pglock.release(%s, %s)", name, token):
             bump("released")
             if write(conn, name, token, me) is not None:
-                violation("writes after the lock's end", f"token {token} of {name} after its release")
+                violation("writes after the lock's end", f"{name}: token {token} after release")
         else:
             bump("releases refused")
 
@@ -172,8 +171,8 @@ def owner(me):
 
 def unbacked(conn):
     """Held entries whose prepared transaction does not exist. The entries are read, then the
-    prepared transactions, then the entries again: a lock ends (its entry no longer shown as
-    held) before its transaction is rolled back, so one held in both reads must have it."""
+    prepared transactions, then the entries again: a lock stops showing as held before its
+    transaction is rolled back, so one shown in both reads must have its transaction."""
     query = "SELECT key, token, xid FROM pglock.token_locks()"
     first = set(conn.execute(query).fetchall())
     prepared = {x for (x,) in conn.execute(
@@ -193,11 +192,11 @@ def prober():
                 if one(conn, "SELECT pg_try_advisory_xact_lock(pglock.key(%s))", name):
                     bump("probes with the key free")
                     holders = conn.execute(
-                        "SELECT t.token, t.xid FROM pglock.token_locks() t JOIN pg_prepared_xacts p "
-                        "ON p.transaction::text::bigint = t.xid WHERE t.key = pglock.key(%s)",
+                        "SELECT t.token, t.xid FROM pglock.token_locks() t JOIN pg_prepared_xacts"
+                        " p ON p.transaction::text::bigint = t.xid WHERE t.key = pglock.key(%s)",
                         (name,)).fetchall()
                     if holders:
-                        violation("double owners", f"the prober holds {name} while {holders} do")
+                        violation("double owners", f"the prober holds {name}, and so do {holders}")
         for row in unbacked(conn):
             violation("held entries without their prepared transaction", f"{row}")
         time.sleep(0.01)
@@ -206,9 +205,10 @@ def prober():
 
 
 def pg_ctl(*args):
+    """True, or what pg_ctl said when it failed."""
     done = subprocess.run(["sudo", "-u", "postgres", f"{BINDIR}/pg_ctl", "-D", DATA, "-w",
-                           "-l", LOG, *args], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=60)
+                           "-l", LOG, *args, "-o", os.environ["PGLOCK_CLUSTER_OPTIONS"]],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60)
     return done.returncode == 0 or done.stderr
 
 
@@ -222,9 +222,8 @@ def back(old_worker, seconds=60):
     while time.monotonic() < deadline:
         try:
             with connect("token_chaos waiting") as conn:
-                pid = worker_pid(conn)
-                if (pid not in (None, old_worker) and one(
-                        conn, "SELECT pglock.status()->'token_locks'->>'worker_running'") == "true"):
+                if worker_pid(conn) not in (None, old_worker) and one(
+                        conn, "SELECT pglock.status()->'token_locks'->>'worker_running'") == "true":
                     conn.execute("SELECT pglock.renew('no such lock', 1)")
                     return
         except psycopg.Error:
@@ -234,7 +233,7 @@ def back(old_worker, seconds=60):
 
 
 def proc(pid):
-    """(state, parent) of a process, None once it is gone."""
+    """(state, parent pid) of a process, None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
@@ -254,50 +253,51 @@ def postmaster_pid():
 
 def kill_postmaster():
     postmaster = postmaster_pid()
-    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and (proc(p) or ("", 0))[1] == postmaster]
+    children = [int(p) for p in os.listdir("/proc")
+                if p.isdigit() and (proc(p) or ("", 0))[1] == postmaster]
     os.kill(postmaster, signal.SIGKILL)
-    deadline = time.monotonic() + 30
+    started = time.monotonic()
     while any(alive(pid) for pid in children + [postmaster]):  # they notice and exit
-        assert time.monotonic() < deadline, "the postmaster's children outlived it by 30 s"
+        assert time.monotonic() < started + 30, "the postmaster's children outlived it by 30 s"
         time.sleep(0.05)
     started = time.monotonic()
-    while (result := pg_ctl("start", "-o", os.environ["PGLOCK_CLUSTER_OPTIONS"])) is not True:
+    while (result := pg_ctl("start")) is not True:
         # A new postmaster refuses the lock file while the old one is a zombie (here PID 1
         # reaps it within 2 s); one left unreaped for 5 s loses its lock file.
         if time.monotonic() > started + 5 and proc(postmaster) and postmaster_pid() == postmaster:
             os.remove(f"{DATA}/postmaster.pid")
             bump("postmaster.pid removed")
-        assert time.monotonic() < started + 30, f"pg_ctl start after SIGKILL of the postmaster: {result}"
+        assert time.monotonic() < started + 30, f"pg_ctl start after SIGKILL: {result}"
         time.sleep(0.2)
 
 
 def chaos(kind):
     """Does one kind of damage; False when there was nothing to hit."""
+    where = {"terminate worker": "backend_type = 'pglock token worker'",
+             "terminate waiter": "backend_type = 'pglock token waiter'",
+             "terminate owner": "application_name LIKE 'token_chaos owner%'",
+             "kill -9 backend": "backend_type IN ('client backend', 'pglock token worker', "
+                                "'pglock token waiter') AND pid <> pg_backend_pid()"}.get(kind)
+    targets = []
     with connect("token_chaos killer") as conn:
         worker = worker_pid(conn)
-        where = {"terminate worker": "backend_type = 'pglock token worker'",
-                 "terminate waiter": "backend_type = 'pglock token waiter'",
-                 "terminate owner": "application_name LIKE 'token_chaos owner%'",
-                 "kill -9 backend": "backend_type IN ('client backend', 'pglock token worker', "
-                                    "'pglock token waiter') AND pid <> pg_backend_pid()"}.get(kind)
-        targets = []
         for _ in range(20 if where else 0):  # waiters come and go: look for a second
-            targets = [p for (p,) in conn.execute(f"SELECT pid FROM pg_stat_activity WHERE {where}")]
+            targets = [pid for (pid,) in conn.execute(
+                f"SELECT pid FROM pg_stat_activity WHERE {where}")]
             if targets:
                 break
             time.sleep(0.05)
         if where and not targets:
             return False
         if kind.startswith("terminate"):
-            assert one(conn, "SELECT pg_terminate_backend(%s)", random.choice(targets)) is not None
+            one(conn, "SELECT pg_terminate_backend(%s)", random.choice(targets))
     if kind == "kill -9 backend":
         victim = random.choice(targets)
-        if (proc(victim) or ("", 0))[1] != postmaster_pid():  # gone: its pid may be reused
+        if (proc(victim) or ("", 0))[1] != postmaster_pid():  # gone, and its pid may be reused
             return False
         os.kill(victim, signal.SIGKILL)
     elif kind == "restart -m immediate":
-        result = pg_ctl("restart", "-m", "immediate", "-o", os.environ["PGLOCK_CLUSTER_OPTIONS"])
-        assert result is True, f"pg_ctl restart: {result}"
+        assert (result := pg_ctl("restart", "-m", "immediate")) is True, f"pg_ctl: {result}"
     elif kind == "kill -9 postmaster":
         kill_postmaster()
     if kind == "terminate worker" or kind in RESTARTS:
@@ -312,10 +312,9 @@ def killer():
             deck = random.sample(KINDS, len(KINDS))
         kind = deck.pop()
         try:
-            bump(f"kill: {kind}" if chaos(kind) else f"kill: {kind}: nothing to hit")
+            bump(f"{kind}" if chaos(kind) else f"{kind}: nothing to hit")
         except Exception as error:
-            errors.append(f"killer ({kind}): {error!r}")
-            return
+            return errors.append(f"killer ({kind}): {error!r}")
 
 
 def reinitialisations():
@@ -324,16 +323,15 @@ def reinitialisations():
 
 
 def settle_and_check(conn):
-    """Once the chaos has stopped: the held entries have their transactions, every lock ends
-    within its TTL, the keys are free and the next token is above all; the ledger is in order."""
+    """After the chaos: held entries have their transactions, every lock ends within its TTL,
+    the keys are free, the next token is above all; the ledger's tokens never go down."""
     for row in unbacked(conn):
         violation("held entries without their prepared transaction", f"at the end: {row}")
     deadline = time.monotonic() + 20  # TTLs are 2 s at most, restored locks' too
-    while (left := conn.execute(
-            "SELECT (SELECT count(*) FROM pglock.token_locks()), "
-            "(SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'pglock:%'), "
-            "pglock.status()->'token_locks'->>'held', "
-            "pglock.status()->'token_locks'->>'waiting'").fetchone()) != (0, 0, "0", "0"):
+    quiet = ("SELECT (SELECT count(*) FROM pglock.token_locks()), (SELECT count(*) FROM "
+             "pg_prepared_xacts WHERE gid LIKE 'pglock:%'), "
+             "pglock.status()->'token_locks'->>'held', pglock.status()->'token_locks'->>'waiting'")
+    while (left := conn.execute(quiet).fetchone()) != (0, 0, "0", "0"):
         if time.monotonic() > deadline:
             return violation("left after every TTL passed", f"locks, prepared, held, waiting: "
                              f"{left}; {conn.execute('TABLE pg_prepared_xacts').fetchall()}")
@@ -351,7 +349,7 @@ def settle_and_check(conn):
     for name in NAMES:
         rows = [(seq, token) for (n, seq, token) in ledger if n == name]
         if [seq for seq, _ in rows] != list(range(1, len(rows) + 1)):
-            violation("stale writes", f"{name}: the sequence has gaps")
+            violation("stale writes", f"{name}: the ledger's sequence has gaps")
         highest = 0
         for seq, token in rows:
             if token < highest or token not in granted:
@@ -380,9 +378,10 @@ def main():
         thread.join(max(0.0, deadline - time.monotonic()))
         assert not thread.is_alive(), f"{thread.name} did not stop within 60 s"
     back(None)
-    assert counts["grants"] >= OWNERS, f"only {counts['grants']} grants in {SOAK:g} s"
+    if counts["grants"] < OWNERS:
+        errors.append(f"only {counts['grants']} grants in {SOAK:g} s")
     with connect("token_chaos check") as conn:
-        rows = settle_and_check(conn)
+        rows = settle_and_check(conn) if granted else 0
         conn.execute("DROP TABLE chaos_ledger, chaos_names")
 
     print(f"token_chaos: {SOAK:g} s, {OWNERS} owners on {len(NAMES)} names: " + ", ".join(
@@ -390,11 +389,11 @@ def main():
                                      "writes refused", "renewed", "renewals refused", "released",
                                      "releases refused", "abandoned", "paused past the TTL",
                                      "late writes refused")))
-    print("token_chaos: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())
-                                      if k.startswith("kill"))
-          + f"; restarts {sum(counts[f'kill: {k}'] for k in RESTARTS)} (crash reinitialisations "
-            f"in the log {reinitialisations() - crashes}); the chaos's errors in the clients: "
-          + ", ".join(f"{k} {v}" for k, v in sorted(expected_errors.items())))
+    print("token_chaos: kills: " + ", ".join(f"{k} {counts[k]}" for k in KINDS)
+          + f" (nothing to hit {sum(counts[f'{k}: nothing to hit'] for k in KINDS)})"
+          + f"; restarts {sum(counts[k] for k in RESTARTS)} (crash reinitialisations in the log "
+            f"{reinitialisations() - crashes}); the chaos's errors in the clients: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(chaos_errors.items())))
     print("token_chaos: " + ", ".join(f"{len(violations[k])} {k}" for k in INVARIANTS)
           + f" ({counts['probes']} probes, {counts['probes with the key free']} with the key "
             f"free; {rows} ledger rows)")
