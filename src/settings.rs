@@ -37,6 +37,9 @@ static MAX_TOKEN_LOCKS_PER_ROLE: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// pglock.token_max_hold, in seconds (defined only when preloaded).
 static TOKEN_MAX_HOLD: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
+/// pglock.token_max_xid_age (defined only when preloaded; 0: no bound).
+static TOKEN_MAX_XID_AGE: GucSetting<i32> = GucSetting::<i32>::new(20_000_000);
+
 /// pglock.max_token_waiters_per_role (defined only when preloaded).
 static MAX_TOKEN_WAITERS_PER_ROLE: GucSetting<i32> = GucSetting::<i32>::new(4);
 
@@ -173,6 +176,16 @@ pub fn init_preloaded() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"pglock.token_max_xid_age",
+        c"Sets the most transaction IDs that may be assigned while a lock owned by a token is held.",
+        c"A token-owned lock's transaction ID holds back vacuum's horizon; on a busy server this bounds what a hold costs whatever its time, so that pglock.token_max_hold can allow long holds on a quiet one. The token worker ends a lock whose transaction ID is older. 0 turns the bound off.",
+        &TOKEN_MAX_XID_AGE,
+        0,
+        1_000_000_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"pglock.max_token_waiters_per_role",
         c"Sets how many acquires of token-owned locks one role may have waiting at once.",
         c"Each waiting acquire takes a background worker process (max_worker_processes), which parallel query, logical replication and other extensions draw on too; this keeps one role from taking them all.",
@@ -223,6 +236,11 @@ pub fn max_token_locks_per_role() -> Option<usize> {
 /// The longest a token-owned lock is held, in microseconds.
 pub fn token_max_hold_us() -> i64 {
     TOKEN_MAX_HOLD.get() as i64 * 1_000_000
+}
+
+/// The most transaction IDs assigned while a token-owned lock is held (0: no bound).
+pub fn token_max_xid_age() -> u64 {
+    TOKEN_MAX_XID_AGE.get().max(0) as u64
 }
 
 /// How many waiting token-lock acquires (waiter processes) one role may have.

@@ -671,3 +671,31 @@ fn token_trust_a_client_killed_while_its_acquire_waits_is_granted_nothing() {
     assert_eq!(left, 0, "granted to a client that is gone");
     assert!(is_free(&mut observer, name));
 }
+
+#[test]
+fn token_trust_a_hold_ends_when_its_transaction_id_grows_too_old() {
+    let _guard = one_at_a_time();
+    let _bound = Setting::set("pglock.token_max_xid_age", "1000", "1000");
+    let name = "trust: xid age";
+    let mut holder = session();
+    let token = acquire(&mut holder, name, "60 s", "0").expect("free");
+    // A busy server: 1,500 transactions that each take a transaction ID.
+    let mut busy = session();
+    for _ in 0..1500 {
+        busy.batch_execute("SELECT pg_current_xact_id()").unwrap();
+    }
+    // Well before its TTL, the worker ends the lock whose transaction ID is 1,500 old.
+    let start = Instant::now();
+    let next = acquire(&mut busy, name, "60 s", "30 s").expect("ended by its xid age");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "held {:?} past its xid age",
+        start.elapsed()
+    );
+    assert!(next > token);
+    assert!(!renew(&mut holder, name, token), "the old token renewed");
+    // The new lock is young: not ended while few transactions run.
+    thread::sleep(Duration::from_millis(1500));
+    assert!(renew(&mut busy, name, next));
+    assert!(release(&mut busy, name, next));
+}

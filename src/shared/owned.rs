@@ -78,6 +78,7 @@ enum End {
     Released = 0,
     Expired,
     ReachedMaxHold,
+    ReachedMaxXidAge,
     Abandoned,
 }
 
@@ -1200,7 +1201,10 @@ unsafe fn finish(table: &Table, index: usize, generation: u32) -> bool {
         }
         pg_sys::ffi::pg_guard_ffi_boundary(|| FinishPreparedTransaction(gid.as_ptr(), false));
         // Inside the transaction: the report looks the role's name up in the catalog.
-        if matches!(entry.end, End::Expired | End::ReachedMaxHold) {
+        if matches!(
+            entry.end,
+            End::Expired | End::ReachedMaxHold | End::ReachedMaxXidAge
+        ) {
             report_expiry(&entry);
         }
         pg_sys::CommitTransactionCommand();
@@ -1258,6 +1262,7 @@ fn report_expiry(entry: &Entry) {
     };
     let why = match entry.end {
         End::ReachedMaxHold => "it reached pglock.token_max_hold",
+        End::ReachedMaxXidAge => "its transaction ID reached pglock.token_max_xid_age",
         _ => "it was not renewed",
     };
     let message = format!(
@@ -1552,10 +1557,24 @@ pub extern "C-unwind" fn pglock_token_worker(_argument: pg_sys::Datum) {
 fn serve(table: &Table) -> pg_sys::TimestampTz {
     let now = backend::now();
     let max_hold = settings::token_max_hold_us();
+    let max_xid_age = settings::token_max_xid_age();
+    // SAFETY: reads the next transaction ID from shared memory (under its own LWLock).
+    let next_xid = unsafe { pg_sys::ReadNextTransactionId() }.into_inner();
     let (asked, ending) = table.update(|entries, _| {
         let mut asked = Vec::new();
         let mut ending = Vec::new();
         for (index, entry) in entries.iter_mut().enumerate() {
+            // How many transaction IDs were assigned since this lock's: what its hold costs
+            // vacuum on a busy server, however short in time.
+            let xid_age = next_xid.wrapping_sub(entry.xid);
+            if entry.state == State::Held
+                && max_xid_age > 0
+                && entry.xid != 0
+                && xid_age as u64 > max_xid_age
+            {
+                entry.state = State::Ending;
+                entry.end = End::ReachedMaxXidAge;
+            }
             if entry.state == State::Held && entry.expires_at <= now {
                 entry.state = State::Ending;
                 entry.end = if entry.expires_at >= entry.since.saturating_add(max_hold) {
@@ -1641,11 +1660,21 @@ fn serve(table: &Table) -> pg_sys::TimestampTz {
         None
     };
     let after_now = backend::now();
-    match again_in {
+    let next = match again_in {
         Some(us) => next_expiry.min(after_now + us),
         None => next_expiry,
+    };
+    // While locks are held under pglock.token_max_xid_age, their transaction IDs' age is
+    // looked at every second: nothing wakes the worker when other transactions start.
+    if max_xid_age > 0 && next_expiry != i64::MAX {
+        next.min(after_now + XID_AGE_LOOK_US)
+    } else {
+        next
     }
 }
+
+/// How often the token worker looks at held locks' transaction ID age.
+const XID_AGE_LOOK_US: i64 = 1_000_000;
 
 /// A waiter process: waits in the key's lock queue for the session that started it, then
 /// prepares the lock for it. A cancel (the session gave up) ends the wait and the process.
