@@ -699,3 +699,75 @@ fn token_trust_a_hold_ends_when_its_transaction_id_grows_too_old() {
     assert!(renew(&mut busy, name, next));
     assert!(release(&mut busy, name, next));
 }
+
+#[test]
+fn token_trust_a_waiter_whose_prepare_fails_fails_its_acquire_and_leaves_nothing() {
+    let _guard = one_at_a_time();
+    let name = "trust: prepare fails";
+    // A session lock holds the name, so the acquire below waits in a waiter process.
+    let mut holder = session();
+    assert!(holder
+        .query_one("SELECT pglock.try_lock($1)", &[&name])
+        .unwrap()
+        .get::<_, bool>(0));
+    let (sender, receiver) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let mut client = session();
+        let outcome = client
+            .query_one("SELECT pglock.acquire($1, '60 s', '60 s')", &[&name])
+            .map(|row| row.get::<_, Option<i64>>(0));
+        sender
+            .send(outcome.map_err(|e| code_and_message(&e)))
+            .unwrap();
+    });
+    let mut observer = session();
+    let start = Instant::now();
+    while waiter_processes(&mut observer) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no waiter process"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The application's own two-phase commits take every prepared-transaction slot.
+    let mut app = session();
+    let slots: i64 = app
+        .query_one(
+            "SELECT current_setting('max_prepared_transactions')::int - count(*) FROM pg_prepared_xacts",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let gids: Vec<String> = (0..slots).map(|i| format!("pglock test app {i}")).collect();
+    for gid in &gids {
+        app.batch_execute(&format!("BEGIN; PREPARE TRANSACTION '{gid}'"))
+            .unwrap();
+    }
+    // The lock passes to the waiter, whose PREPARE finds no slot: the acquire fails at once
+    // (0.4.0 waited for statement_timeout and leaked the entry as Granting).
+    assert!(holder
+        .query_one("SELECT pglock.unlock($1)", &[&name])
+        .unwrap()
+        .get::<_, bool>(0));
+    let outcome = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the acquire ended");
+    waiter.join().unwrap();
+    for gid in &gids {
+        app.batch_execute(&format!("ROLLBACK PREPARED '{gid}'"))
+            .unwrap();
+    }
+    let (code, message) = outcome.expect_err("granted without a prepared transaction");
+    assert_eq!(code, "55000", "{message}");
+    let left: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM pglock.token_locks() WHERE key = pglock.key($1)",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    // Nothing counts against the caps: the next acquire of the name is granted.
+    let token = acquire(&mut observer, name, "60 s", "0").expect("free");
+    assert!(release(&mut observer, name, token));
+}
