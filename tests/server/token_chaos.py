@@ -411,7 +411,8 @@ def main():
                                      "releases refused", "abandoned", "paused past the TTL",
                                      "late writes refused")))
     print("token_chaos: kills: " + ", ".join(f"{k} {counts[k]}" for k in KINDS)
-          + f" (nothing to hit {sum(counts[f'{k}: nothing to hit'] for k in KINDS)})"
+          + f" (nothing to hit {sum(counts[f'{k}: nothing to hit'] for k in KINDS)}, "
+            f"postmaster.pid removed {counts['postmaster.pid removed']})"
           + f"; restarts {sum(counts[k] for k in RESTARTS)} (crash reinitialisations in the log "
             f"{log.count('all server processes terminated; reinitializing')}); "
             "the chaos's errors in the clients: "

@@ -52,7 +52,7 @@ still_held "before any restart" kept "$kept"
 # key it holds with a token beyond the WAL. None is adopted: each is logged and left alone.
 # A lock the superuser prepared in 0.4.0's GID format, with a token below the WAL position, is
 # adopted (locks of 0.4.0 survive the upgrade).
-sql -c "DROP ROLE IF EXISTS pglock_forger" -c "CREATE ROLE pglock_forger LOGIN"
+sql -c "SET client_min_messages = warning" -c "DROP ROLE IF EXISTS pglock_forger" -c "CREATE ROLE pglock_forger LOGIN"
 db=$(sql -c "SELECT oid FROM pg_database WHERE datname = current_database()")
 me=$(sql -c "SELECT oid FROM pg_roles WHERE rolname = current_user")
 key() { sql -c "SELECT pglock.key('$1')"; }
@@ -69,15 +69,29 @@ sql -c "BEGIN" -c "SELECT pg_advisory_xact_lock(pglock.key('beyond'))" \
   -c "PREPARE TRANSACTION '$beyond_wal'" >/dev/null
 sql -c "BEGIN" -c "SELECT pg_advisory_xact_lock(pglock.key('legacy'))" \
   -c "PREPARE TRANSACTION '$legacy'" >/dev/null
+# A lock the token worker prepared before pglock.token_database changed: in another database,
+# where the worker cannot finish it. Logged, left alone.
+sql -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS pglock_elsewhere" -c "CREATE DATABASE pglock_elsewhere" >/dev/null
+elsewhere_db=$(sql -c "SELECT oid FROM pg_database WHERE datname = 'pglock_elsewhere'")
+granted=$(sql -c "SELECT (extract(epoch FROM now() - '2000-01-01 UTC') * 1000000)::bigint")
+elsewhere="pglock:$(wal):$elsewhere_db:$(key elsewhere):x:60000000:$me:$granted"
+sql -d pglock_elsewhere -c "BEGIN" -c "SELECT pg_advisory_xact_lock(12345)" \
+  -c "PREPARE TRANSACTION '$elsewhere'" >/dev/null
+# The hold's start, which the restart must not move (pglock.token_max_hold counts from it).
+kept_since=$(sql -c "SELECT since FROM pglock.token_locks() WHERE token = $kept")
 
 pg_ctl restart -m fast -w -l "$PGLOCK_CLUSTER_DIR/server.log" -o "$PGLOCK_CLUSTER_OPTIONS" >/dev/null
 wait_for_worker "a clean restart"
 still_held "a clean restart" kept "$kept"
 
-for gid in "$forged_kept" "$forged_held" "$beyond_wal"; do
+for gid in "$forged_kept" "$forged_held" "$beyond_wal" "$elsewhere"; do
   grep -qF "prepared transaction \"$gid\" is not adopted" "$PGLOCK_CLUSTER_DIR/server.log" ||
     fail "the planted $gid was not refused in the log"
 done
+grep -A1 -F "prepared transaction \"$elsewhere\" is not adopted" "$PGLOCK_CLUSTER_DIR/server.log" |
+  grep -q "another database" || fail "the lock of another database was refused for another reason"
+[ "$(sql -c "SELECT since FROM pglock.token_locks() WHERE token = $kept")" = "$kept_since" ] ||
+  fail "the restart moved kept's hold start ($kept_since)"
 [ "$(sql -c "SELECT count(*) FROM pglock.locks WHERE pid IS NULL AND token > 8000000000000000000")" = 0 ] ||
   fail "a forged token was adopted"
 [ "$(sql -c "SELECT pglock.fence_ok('kept', 9000000000000000000)")" = f ] || fail "the forged token fenced kept"
@@ -92,8 +106,9 @@ done
 for gid in "$forged_kept" "$forged_held" "$beyond_wal"; do
   sql -c "ROLLBACK PREPARED '$gid'"
 done
-sql -c "DROP ROLE pglock_forger"
-echo "token_locks_restart: three planted prepared transactions refused and logged; a lock in 0.4.0's format adopted and released"
+sql -d pglock_elsewhere -c "ROLLBACK PREPARED '$elsewhere'"
+sql -c "DROP DATABASE pglock_elsewhere" -c "DROP ROLE pglock_forger"
+echo "token_locks_restart: four planted or stranded prepared transactions refused and logged; kept's hold start kept; a lock in 0.4.0's format adopted and released"
 
 # A backend killed with SIGKILL: every process ends, shared memory (the token table with it)
 # starts empty, and the worker reads the prepared transactions back.
