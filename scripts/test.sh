@@ -25,7 +25,8 @@
 #      crash restarts (tests/server/leases_restart.sh), the examples of README.md and docs/ as
 #      shown, and docs/functions.md against the catalog (tests/server/docs_examples.sh),
 #      token-owned locks across restarts
-#      (tests/server/token_locks_restart.sh) and through PgBouncer (tests/pgbouncer/token_locks.py,
+#      (tests/server/token_locks_restart.sh), under kills of every process they involve
+#      (tests/server/token_chaos.py) and through PgBouncer (tests/pgbouncer/token_locks.py,
 #      examples/serverless_job.py), and tokens, leases and token-owned locks across failover to
 #      a synchronous standby (tests/standby/failover.py), which ends the cluster;
 #   7. on PostgreSQL 15 only: pglock's Prometheus queries through prometheus-postgres-exporter
@@ -229,6 +230,7 @@ for major in "${majors[@]}"; do
 
   step "PostgreSQL $major: token-owned locks across restarts and through PgBouncer"
   tests/server/token_locks_restart.sh
+  "$PGLOCK_PYTHON" tests/server/token_chaos.py
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh tests/pgbouncer/token_locks.py
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh examples/serverless_job.py
   PYTHONPATH=clients/python PYTHON=$PGLOCK_PYTHON \

@@ -771,3 +771,51 @@ fn token_trust_a_waiter_whose_prepare_fails_fails_its_acquire_and_leaves_nothing
     let token = acquire(&mut observer, name, "60 s", "0").expect("free");
     assert!(release(&mut observer, name, token));
 }
+
+#[test]
+fn token_trust_a_waiting_acquire_shows_under_its_caller_with_its_name() {
+    let _guard = one_at_a_time();
+    let name = "trust: shown waiting";
+    let mut holder = session();
+    let token = acquire(&mut holder, name, "60 s", "0").expect("free");
+    let mut waiter = session();
+    let waiter_pid = common::pid(&mut waiter);
+    let waiting = thread::spawn(move || {
+        let got = acquire(&mut waiter, name, "60 s", "30 s");
+        (waiter, got)
+    });
+    let mut observer = session();
+    let start = Instant::now();
+    let row = loop {
+        let rows = observer
+            .query(
+                "SELECT pid, name, application_name IS NOT NULL, blocked_by FROM pglock.locks
+                 WHERE key = pglock.key($1) AND NOT granted",
+                &[&name],
+            )
+            .unwrap();
+        if let Some(row) = rows.first() {
+            break (
+                row.get::<_, Option<i32>>(0),
+                row.get::<_, Option<String>>(1),
+                row.get::<_, bool>(2),
+                row.get::<_, Option<Vec<i32>>>(3),
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never shown waiting"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    // The session that called acquire, not the waiter process; blocked by the prepared
+    // transaction that holds the lock, which has no pid (0, as pg_blocking_pids says).
+    assert_eq!(
+        row,
+        (Some(waiter_pid), Some(name.to_owned()), true, Some(vec![0])),
+    );
+    assert!(release(&mut holder, name, token));
+    let (mut waiter, got) = waiting.join().unwrap();
+    let next = got.expect("granted");
+    assert!(release(&mut waiter, name, next));
+}

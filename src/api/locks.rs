@@ -140,11 +140,11 @@ fn lock_names(
 extension_sql!(
     r#"
 CREATE VIEW locks AS
-SELECT COALESCE(names.name, owned.name) AS name,
+SELECT COALESCE(names.name, owned.name, waiting.name) AS name,
        l.key,
        l.mode,
        l.granted,
-       l.pid,
+       COALESCE(waiting.pid, l.pid) AS pid,
        COALESCE(activity.application_name, owned.application_name) AS application_name,
        COALESCE(activity.client_addr, owned.client_addr::pg_catalog.inet) AS client_addr,
        activity.state,
@@ -179,7 +179,11 @@ FROM (SELECT (lk.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32)
         AND lk.database OPERATOR(pg_catalog.=)
             (SELECT d.oid FROM pg_catalog.pg_database d
              WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())) l
-LEFT JOIN pg_catalog.pg_stat_activity activity ON activity.pid OPERATOR(pg_catalog.=) l.pid
+LEFT JOIN @extschema@.token_waiters() waiting
+       ON waiting.waiter_pid OPERATOR(pg_catalog.=) l.pid AND NOT l.granted
+      AND waiting.key OPERATOR(pg_catalog.=) l.key
+LEFT JOIN pg_catalog.pg_stat_activity activity
+       ON activity.pid OPERATOR(pg_catalog.=) COALESCE(waiting.pid, l.pid)
 LEFT JOIN @extschema@.lock_names() names
        ON names.pid OPERATOR(pg_catalog.=) l.pid AND names.key OPERATOR(pg_catalog.=) l.key
 LEFT JOIN @extschema@.leases() lease
@@ -194,9 +198,14 @@ LEFT JOIN (SELECT o.*, x.virtualtransaction
        ON l.pid IS NULL AND l.granted AND owned.key OPERATOR(pg_catalog.=) l.key
       AND l.virtualtransaction OPERATOR(pg_catalog.=) owned.virtualtransaction;
 
-COMMENT ON VIEW locks IS 'Every bigint-keyspace advisory lock in this database, held or awaited, with its name where known; token-owned locks (no pid) with their token, role and expiry.';
+COMMENT ON VIEW locks IS 'Every bigint-keyspace advisory lock in this database, held or awaited, with its name where known; token-owned locks (no pid) with their token, role and expiry, and a waiting token acquire under the pid of the session that called it.';
 GRANT SELECT ON locks TO PUBLIC;
 "#,
     name = "locks_view",
-    requires = [lock_names, leases::leases, owned::token_locks],
+    requires = [
+        lock_names,
+        leases::leases,
+        owned::token_locks,
+        owned::token_waiters
+    ],
 );

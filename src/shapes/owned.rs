@@ -158,3 +158,29 @@ fn token_locks() -> TableIterator<
         )
     }))
 }
+
+/// The acquires of token-owned locks waiting in this database: the waiter process whose request
+/// is in the lock's queue (pg_locks shows its pid), the key, the name (to those who may read the
+/// role's statistics), the session that called acquire and its role. Backs pglock.locks.
+#[pg_extern(volatile, parallel_restricted)]
+#[allow(clippy::type_complexity)]
+fn token_waiters() -> TableIterator<
+    'static,
+    (
+        name!(waiter_pid, i32),
+        name!(key, i64),
+        name!(name, Option<ServerText>),
+        name!(pid, i32),
+        name!(role, pg_sys::Oid),
+    ),
+> {
+    TableIterator::new(owned::waiting().into_iter().map(|row| {
+        (
+            row.waiter,
+            row.key,
+            row.name.map(ServerText),
+            row.requester,
+            row.role,
+        )
+    }))
+}

@@ -1017,6 +1017,49 @@ pub fn visible() -> Vec<Row> {
         .collect()
 }
 
+/// An acquire of a token-owned lock that waits in the lock's queue, as pglock.token_waiters()
+/// shows it.
+pub struct WaitRow {
+    /// The waiter process, whose request pg_locks shows.
+    pub waiter: i32,
+    pub key: i64,
+    pub name: Option<String>,
+    /// The session that called acquire.
+    pub requester: i32,
+    pub role: pg_sys::Oid,
+}
+
+/// The acquires waiting in this database through a waiter process; names as the current user
+/// may see them.
+pub fn waiting() -> Vec<WaitRow> {
+    let Some(table) = table() else {
+        return Vec::new();
+    };
+    let database = backend::database_id();
+    let waiting: Vec<Entry> = table.read(|entries, _| {
+        entries
+            .iter()
+            .filter(|entry| {
+                entry.state == State::Waiting && entry.waiter != 0 && entry.database == database
+            })
+            .copied()
+            .collect()
+    });
+    waiting
+        .iter()
+        .map(|entry| {
+            let role = pg_sys::Oid::from(entry.role);
+            WaitRow {
+                waiter: entry.waiter,
+                key: entry.key,
+                name: entry.name().filter(|_| backend::may_read_stats_of(role)),
+                requester: entry.requester,
+                role,
+            }
+        })
+        .collect()
+}
+
 /// The table's use for a status report.
 pub struct Occupancy {
     pub held: usize,
@@ -1436,6 +1479,15 @@ fn read_back(table: &Table) {
             refuse("Its GID is not one that pglock makes.");
             continue;
         };
+        // Still known: the worker restarted, not the server.
+        let known = table.read(|entries, _| {
+            entries
+                .iter()
+                .any(|e| e.state != State::Free && e.token == restored.token && e.xid == found.xid)
+        });
+        if known {
+            continue;
+        }
         if !found.by_worker {
             refuse("It was prepared by a role other than the one the token worker runs as.");
             continue;
@@ -1482,8 +1534,10 @@ fn read_back(table: &Table) {
     }
 }
 
-/// Whether the prepared transaction `entry.xid` holds `entry`'s key in `entry`'s mode (in
-/// pg_locks, a prepared transaction's locks are those of virtual transaction -1/xid).
+/// Whether the prepared transaction `entry.xid` holds `entry`'s key in `entry`'s mode. In
+/// pg_locks a prepared transaction's locks have no pid and share the virtual transaction of the
+/// lock on its own transaction ID: -1/xid after a restart, but the preparing backend's until
+/// then (a worker that restarts finds them so).
 fn holds_its_key(entry: &Entry) -> bool {
     let tag = entry.tag();
     let mode = if entry.shared {
@@ -1492,11 +1546,14 @@ fn holds_its_key(entry: &Entry) -> bool {
         "ExclusiveLock"
     };
     let sql = format!(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype OPERATOR(pg_catalog.=) 'advisory' \
-           AND granted AND virtualtransaction OPERATOR(pg_catalog.=) '-1/{}' \
-           AND database OPERATOR(pg_catalog.=) {}::pg_catalog.oid AND classid OPERATOR(pg_catalog.=) {}::pg_catalog.oid \
-           AND objid OPERATOR(pg_catalog.=) {}::pg_catalog.oid AND objsubid OPERATOR(pg_catalog.=) {} \
-           AND mode OPERATOR(pg_catalog.=) '{mode}')",
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_locks a JOIN pg_catalog.pg_locks x \
+           ON x.locktype OPERATOR(pg_catalog.=) 'transactionid' AND x.pid IS NULL \
+           AND x.transactionid::pg_catalog.text::pg_catalog.int8 OPERATOR(pg_catalog.=) {} \
+           AND x.virtualtransaction OPERATOR(pg_catalog.=) a.virtualtransaction \
+           WHERE a.locktype OPERATOR(pg_catalog.=) 'advisory' AND a.granted AND a.pid IS NULL \
+           AND a.database OPERATOR(pg_catalog.=) {}::pg_catalog.oid AND a.classid OPERATOR(pg_catalog.=) {}::pg_catalog.oid \
+           AND a.objid OPERATOR(pg_catalog.=) {}::pg_catalog.oid AND a.objsubid OPERATOR(pg_catalog.=) {} \
+           AND a.mode OPERATOR(pg_catalog.=) '{mode}')",
         entry.xid,
         tag.locktag_field1,
         tag.locktag_field2,
@@ -1516,12 +1573,16 @@ pub extern "C-unwind" fn pglock_token_worker(_argument: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&settings::token_database()), None);
     let Some(table) = table() else { return };
     read_back(table);
-    // Requests left half-done by an earlier run of this worker (it exited with an ERROR): a
-    // grant in progress is gone with its transaction.
+    // Grants left half-done by an earlier run of this worker (it was terminated, or exited with
+    // an ERROR): its PREPARE may or may not have happened, so the lock is ended (a prepared
+    // transaction that is not there is simply forgotten) and its acquire fails. Grants of
+    // waiter processes are theirs to finish.
     table.update(|entries, _| {
         for entry in entries.iter_mut() {
-            if entry.state == State::Granting {
-                entry.state = State::Failed;
+            if entry.state == State::Granting && entry.waiter == 0 {
+                entry.state = State::Ending;
+                entry.end = End::Abandoned;
+                entry.abandoned = true;
             }
         }
     });
