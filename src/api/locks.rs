@@ -205,7 +205,7 @@ GRANT SELECT ON locks TO PUBLIC;
     requires = [
         lock_names,
         leases::leases,
-        owned::token_locks,
-        owned::token_waiters
+        by_token::token_locks,
+        by_token::token_waiters
     ],
 );

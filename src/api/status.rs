@@ -12,8 +12,8 @@ use crate::settings::{self, LeaseAction};
 use crate::shared::leases;
 use crate::shared::memory;
 use crate::shared::name_map;
-use crate::shared::owned;
 use crate::shared::stats;
+use crate::shared::token_locks;
 
 #[derive(Serialize)]
 struct Status {
@@ -198,11 +198,11 @@ fn status() -> JsonB {
         token_locks: None,
     };
     let status = Status {
-        token_locks: owned::occupancy().map(|occupancy| TokenLocks {
+        token_locks: token_locks::occupancy().map(|occupancy| TokenLocks {
             held: occupancy.held,
             waiting: occupancy.waiting,
             capacity: occupancy.capacity,
-            max_prepared_transactions: owned::max_prepared_transactions(),
+            max_prepared_transactions: token_locks::max_prepared_transactions(),
             max_per_role: settings::max_token_locks_per_role(),
             max_hold_seconds: settings::token_max_hold_us() / 1_000_000,
             oldest_hold_seconds: occupancy.oldest_hold_s,

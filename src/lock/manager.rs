@@ -44,7 +44,7 @@ pub enum Mode {
 pub mod field4 {
     pub const KEY: u16 = 1;
     pub const UPGRADE_INTENT: u16 = 3;
-    /// A token-owned lock's fence (shared/owned.rs): fence_ok shares it, the worker that ends
+    /// A token-owned lock's fence (shared/token_locks/): fence_ok shares it, the worker that ends
     /// the lock takes it exclusively first.
     pub const FENCE: u16 = 4;
     /// Bit b of a semaphore's count is tag COUNT_BITS + b.

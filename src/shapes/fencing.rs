@@ -14,7 +14,7 @@ use crate::lock::wait::Wait;
 use crate::names::name::LockName;
 use crate::session::registry;
 use crate::session::request::{refuse_on_standby, LockRequest};
-use crate::shared::owned;
+use crate::shared::token_locks;
 use crate::shared::tokens;
 
 /// Takes the exclusive lock like lock() and returns the hold's token; NULL when not granted.
@@ -82,5 +82,5 @@ fn fence_ok(name: Option<LockName>, token: Option<i64>) -> bool {
     let Some(token) = token else {
         errors::null_token()
     };
-    registry::token(lock) == Some(token) || owned::fence_holds(lock.key, token)
+    registry::token(lock) == Some(token) || token_locks::fence_holds(lock.key, token)
 }

@@ -4,8 +4,8 @@
 pub mod leases;
 pub mod memory;
 pub mod name_map;
-pub mod owned;
 pub mod stats;
+pub mod token_locks;
 pub mod tokens;
 
 use crate::session::events::Listener;
@@ -34,9 +34,9 @@ static SERVICES: [Service; 5] = [
         attach: tokens::attach,
     },
     Service {
-        size: owned::shmem_size,
-        request_lwlocks: owned::request_lwlock,
-        attach: owned::attach,
+        size: token_locks::shmem_size,
+        request_lwlocks: token_locks::request_lwlock,
+        attach: token_locks::attach,
     },
     Service {
         size: stats::shmem_size,
@@ -53,5 +53,5 @@ unsafe fn no_lwlocks() {}
 pub fn init_preloaded() {
     memory::init_preloaded(&SERVICES);
     leases::register_worker();
-    owned::register_worker();
+    token_locks::register_worker();
 }

@@ -1,6 +1,6 @@
 //! The SQL surface of locks owned by a token: acquire (exclusive or shared, by name or key),
 //! renew, release, and the listing behind pglock.locks. The table and the workers are in
-//! shared/owned.rs; fence_ok (shapes/fencing.rs) accepts these tokens too.
+//! shared/token_locks/; fence_ok (shapes/fencing.rs) accepts these tokens too.
 
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -11,7 +11,7 @@ use crate::lock::wait::Wait;
 use crate::names::name::{LockName, ServerText};
 use crate::session::request::LockRequest;
 use crate::settings;
-use crate::shared::owned::{self, Request};
+use crate::shared::token_locks::{self, Request};
 
 /// A TTL in microseconds, checked: not NULL, at least 1 s, at most pglock.token_max_hold.
 fn checked_ttl(ttl: Option<Interval>) -> i64 {
@@ -40,7 +40,7 @@ fn wait_of(timeout: Option<Interval>) -> Option<i64> {
 fn acquire(request: LockRequest, ttl: Option<Interval>, timeout: Option<Interval>) -> Option<i64> {
     let ttl_us = checked_ttl(ttl);
     let wait_us = wait_of(timeout);
-    owned::acquire(
+    token_locks::acquire(
         &Request {
             key: request.lock.key,
             shared: request.lock.mode == Mode::Shared,
@@ -90,7 +90,7 @@ fn acquire_shared_key(
 fn renew(request: LockRequest, token: Option<i64>, ttl: Option<Interval>) -> bool {
     let token = token_of(token);
     let ttl_us = ttl.map(|ttl| checked_ttl(Some(ttl)));
-    owned::renew(request.lock.key, token, ttl_us)
+    token_locks::renew(request.lock.key, token, ttl_us)
 }
 
 #[pg_extern(volatile, parallel_unsafe, name = "renew")]
@@ -114,13 +114,13 @@ fn renew_token_key(
 #[pg_extern(volatile, parallel_unsafe, name = "release")]
 fn release_name(name: Option<LockName>, token: Option<i64>) -> bool {
     let key = LockRequest::named(name, Mode::Exclusive).lock.key;
-    owned::release(key, token_of(token))
+    token_locks::release(key, token_of(token))
 }
 
 #[pg_extern(volatile, parallel_unsafe, name = "release")]
 fn release_key(key: Option<i64>, token: Option<i64>) -> bool {
     let key = LockRequest::keyed(key, Mode::Exclusive).lock.key;
-    owned::release(key, token_of(token))
+    token_locks::release(key, token_of(token))
 }
 
 /// The token-owned locks held in this database: names as pglock.locks shows them, tokens only
@@ -143,7 +143,7 @@ fn token_locks() -> TableIterator<
     ),
 > {
     let time = |at| TimestampWithTimeZone::try_from(at).expect("a time within a century of now");
-    TableIterator::new(owned::visible().into_iter().map(move |row| {
+    TableIterator::new(token_locks::visible().into_iter().map(move |row| {
         (
             row.key,
             row.name.map(ServerText),
@@ -174,7 +174,7 @@ fn token_waiters() -> TableIterator<
         name!(role, pg_sys::Oid),
     ),
 > {
-    TableIterator::new(owned::waiting().into_iter().map(|row| {
+    TableIterator::new(token_locks::waiting().into_iter().map(|row| {
         (
             row.waiter,
             row.key,
