@@ -73,6 +73,15 @@ struct Settings {
     lease_action: Option<&'static str>,
     stats_max: Option<usize>,
     track: Option<bool>,
+    max_token_locks: Option<usize>,
+    /// 0: only the overall cap.
+    max_token_locks_per_role: Option<usize>,
+    max_token_waiters_per_role: Option<usize>,
+    token_max_hold_seconds: Option<i64>,
+    /// 0: no bound.
+    token_max_xid_age: Option<u64>,
+    token_fence_timeout_ms: Option<i64>,
+    token_database: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -161,6 +170,14 @@ fn status() -> JsonB {
             }),
             stats_max: preloaded.then(settings::stats_max),
             track: preloaded.then(settings::track),
+            max_token_locks: preloaded.then(settings::max_token_locks),
+            max_token_locks_per_role: preloaded
+                .then(|| settings::max_token_locks_per_role().unwrap_or(0)),
+            max_token_waiters_per_role: preloaded.then(settings::max_token_waiters_per_role),
+            token_max_hold_seconds: preloaded.then(|| settings::token_max_hold_us() / 1_000_000),
+            token_max_xid_age: preloaded.then(settings::token_max_xid_age),
+            token_fence_timeout_ms: preloaded.then(|| settings::token_fence_timeout_us() / 1000),
+            token_database: preloaded.then(settings::token_database),
         },
         lock_table: LockTable {
             advisory_locks,
