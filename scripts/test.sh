@@ -228,6 +228,9 @@ for major in "${majors[@]}"; do
   step "PostgreSQL $major: the examples of README.md and docs/, as shown"
   tests/server/docs_examples.sh
 
+  step "PostgreSQL $major: upgrading a running preloaded server, locks held"
+  "$PGLOCK_PYTHON" tests/server/upgrade_running.py
+
   step "PostgreSQL $major: token-owned locks across restarts and through PgBouncer"
   tests/server/token_locks_restart.sh
   "$PGLOCK_PYTHON" tests/server/token_chaos.py
