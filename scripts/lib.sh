@@ -91,11 +91,12 @@ pglock_setup() {
     rm -rf "$download"
   done
 
-  # Python with psycopg, for the examples and the client tests.
-  if ! "$PGLOCK_PYTHON" -c 'import psycopg' 2>/dev/null; then
-    log "installing psycopg into $PGLOCK_PREFIX/venv"
-    python3 -m venv "$PGLOCK_PREFIX/venv"
-    "$PGLOCK_PREFIX/venv/bin/pip" install --quiet 'psycopg[binary]>=3.2'
+  # Python with psycopg, for the examples and the client tests; setuptools and wheel, to
+  # install the Python client as a package without the network (clients/python/test_package.sh).
+  if ! "$PGLOCK_PYTHON" -c 'import psycopg, setuptools, wheel' 2>/dev/null; then
+    log "installing psycopg, setuptools and wheel into $PGLOCK_PREFIX/venv"
+    [ -x "$PGLOCK_PYTHON" ] || python3 -m venv "$PGLOCK_PREFIX/venv"
+    "$PGLOCK_PREFIX/venv/bin/pip" install --quiet 'psycopg[binary]>=3.2' setuptools wheel
   fi
 
   if ! cargo pgrx --version 2>/dev/null | grep -q " $PGLOCK_PGRX_VERSION\$"; then

@@ -208,6 +208,7 @@ for major in "${majors[@]}"; do
   step "PostgreSQL $major: the clients (clients/go, clients/python)"
   clients/go/test.sh
   PYTHONPATH=clients/python "$PGLOCK_PYTHON" clients/python/test_pglock.py
+  PYTHONPATH=clients/python "$PGLOCK_PYTHON" clients/python/test_aio.py
 
   step "PostgreSQL $major: behind PgBouncer in transaction pooling mode"
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh
@@ -238,6 +239,7 @@ for major in "${majors[@]}"; do
   PYTHON=$PGLOCK_PYTHON bash tests/pgbouncer/pooler.sh examples/serverless_job.py
   PYTHONPATH=clients/python PYTHON=$PGLOCK_PYTHON \
     bash tests/pgbouncer/pooler.sh clients/python/test_token_locks.py
+  PYTHON=$PGLOCK_PYTHON clients/python/test_package.sh
   if [ -n "$quick" ]; then
     cluster_stop
     continue

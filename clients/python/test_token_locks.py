@@ -96,6 +96,63 @@ def test_acquire_on_one_open_connection_leaves_it_open():
     conn.close()
 
 
+def test_keep_alive_holds_past_the_ttl_and_releases_at_the_end():
+    name = "py:token kept alive"
+    with pglock.acquire(connect, name, ttl=1, timeout=0, keep_alive=True) as held:
+        time.sleep(2.5)  # two and a half TTLs: only the keep-alive's renewals keep it
+        assert one("SELECT pglock.acquire(%s::text, '30 s', '0')", name) is None, "expired"
+        assert not held.lost.is_set()
+    token = one("SELECT pglock.acquire(%s::text, '30 s', '0')", name)
+    assert token is not None, "not released at the block's end"
+    assert one("SELECT pglock.release(%s::text, %s)", name, token) is True
+
+
+def test_keep_alive_raises_lock_lost_in_the_block():
+    name = "py:token lost"
+    started = time.monotonic()
+    try:
+        with pglock.acquire(connect, name, ttl=1, timeout=0, keep_alive=True) as held:
+            # Someone with the token (the same role) releases it behind the block's back.
+            assert one("SELECT pglock.release(%s::text, %s)", name, held.token) is True
+            while time.monotonic() - started < 20:
+                time.sleep(0.02)
+            raise AssertionError("the block ran on without its lock")
+    except pglock.LockLost:
+        pass
+    assert time.monotonic() - started < 10, "noticed late"
+    assert held.lost.is_set()
+
+
+def test_asyncio_acquire_with_keep_alive():
+    import asyncio
+
+    import pglock.aio
+
+    async def aconnect():
+        args = {"dbname": POOL, "prepare_threshold": None} if POOL else {}
+        return await psycopg.AsyncConnection.connect(autocommit=True, **args)
+
+    async def main():
+        name = "py:token asyncio"
+        async with pglock.aio.acquire(aconnect, name, ttl=1, timeout=0, keep_alive=True) as held:
+            await asyncio.sleep(2.5)
+            assert one("SELECT pglock.acquire(%s::text, '30 s', '0')", name) is None, "expired"
+        assert one("SELECT count(*) FROM pglock.token_locks() WHERE key = pglock.key(%s)",
+                   name) == 0
+        try:
+            async with pglock.aio.acquire(aconnect, name, ttl=1, keep_alive=True) as held:
+                assert one("SELECT pglock.release(%s::text, %s)", name, held.token) is True
+                await asyncio.sleep(20)
+                raise AssertionError("the block ran on without its lock")
+        except pglock.LockLost:
+            pass
+        # The task goes on after LockLost: it was the keep-alive's cancel, not the caller's.
+        await asyncio.sleep(0)
+        return "done"
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == "done"
+
+
 if __name__ == "__main__":
     tests = [value for name, value in sorted(globals().items()) if name.startswith("test_")]
     for test in tests:
