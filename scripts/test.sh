@@ -240,6 +240,7 @@ for major in "${majors[@]}"; do
   PYTHONPATH=clients/python PYTHON=$PGLOCK_PYTHON \
     bash tests/pgbouncer/pooler.sh clients/python/test_token_locks.py
   PYTHON=$PGLOCK_PYTHON clients/python/test_package.sh
+  clients/go/test.sh tokens
   if [ -n "$quick" ]; then
     cluster_stop
     continue

@@ -1,13 +1,19 @@
 // Package pglock is go-pglock's API (github.com/allisson/go-pglock/v3) on top of the pglock
 // PostgreSQL extension: change the import line and keep your code. Locks by int64 id are the
 // same PostgreSQL advisory locks go-pglock takes, so both libraries exclude each other on one id.
+// go-pglock v3.2's read locks are here too (RLock, WaitAndRLock, RUnlock).
 // pglock adds names (NewNamedLock), waits with a timeout that return false instead of an
-// error (LockWithTimeout), the depth this lock holds (Held), and a Close that releases.
+// error (LockWithTimeout), the depth this lock holds (Held), a Close that releases, and locks
+// owned by a token that renew themselves (Acquire, in token.go).
+//
+// Every function needs the pglock extension in the database that db connects to
+// (CREATE EXTENSION pglock): NewLock takes a connection, and the first call fails otherwise.
 package pglock
 
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"time"
@@ -81,21 +87,32 @@ func (l Lock) Lock(ctx context.Context) (bool, error) {
 // a cancel request, after which lib/pq drops the connection: the Lock is then unusable (it held
 // nothing, since a lock already held is taken again at once), and a new one is needed.
 func (l Lock) WaitAndLock(ctx context.Context) error {
+	return l.wait(ctx, "lock")
+}
+
+// RLock takes a shared (read) hold if no exclusive holder is in the way, without waiting; true
+// if taken. Read holds coexist; each RLock needs its RUnlock.
+func (l Lock) RLock(ctx context.Context) (bool, error) {
+	return l.call(ctx, "try_lock_shared")
+}
+
+// WaitAndRLock waits for a shared (read) hold as WaitAndLock waits for the exclusive one.
+func (l Lock) WaitAndRLock(ctx context.Context) error {
+	return l.wait(ctx, "lock_shared")
+}
+
+// RUnlock gives back one shared hold; no error when there is none.
+func (l Lock) RUnlock(ctx context.Context) error {
+	_, err := l.call(ctx, "unlock_shared")
+	return err
+}
+
+// wait runs the waiting pglock function (lock or lock_shared) until granted or ctx is done.
+func (l Lock) wait(ctx context.Context, function string) error {
 	if deadline, ok := ctx.Deadline(); ok {
-		// The query runs under a context that the deadline does not end (the server's timeout
-		// does that, a moment later, without a cancel request); a cancellation still ends it.
-		query, stop := context.WithTimeout(context.Background(), time.Until(deadline)+deadlineGrace)
+		query, stop := withoutDeadline(ctx, deadline)
 		defer stop()
-		go func() {
-			select {
-			case <-ctx.Done():
-				if errors.Is(ctx.Err(), context.Canceled) {
-					stop()
-				}
-			case <-query.Done():
-			}
-		}()
-		granted, err := l.call(query, "lock", interval(time.Until(deadline)))
+		granted, err := l.call(query, function, interval(time.Until(deadline)))
 		switch {
 		case err == nil && !granted:
 			return context.DeadlineExceeded
@@ -104,11 +121,28 @@ func (l Lock) WaitAndLock(ctx context.Context) error {
 		}
 		return err
 	}
-	_, err := l.call(ctx, "lock")
+	_, err := l.call(ctx, function)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return err
+}
+
+// withoutDeadline is a context for a query that the server itself ends at deadline: ctx's
+// deadline does not end it (the server's timeout does that, a moment later, without a cancel
+// request), a cancellation of ctx still does, and so does deadlineGrace past the deadline.
+func withoutDeadline(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	query, stop := context.WithTimeout(context.Background(), time.Until(deadline)+deadlineGrace)
+	go func() {
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				stop()
+			}
+		case <-query.Done():
+		}
+	}()
+	return query, stop
 }
 
 // deadlineGrace is how long past ctx's deadline a wait's query may run before the client
@@ -148,15 +182,23 @@ func (l Lock) Held(ctx context.Context) (int, error) {
 
 // Close releases every hold of this lock's session and returns the connection to the pool.
 // (go-pglock's Close returns the connection with its locks still held, so they last until the
-// pool closes that connection.)
+// pool closes that connection.) After a WaitAndLock cancelled without a deadline the driver has
+// dropped the connection, and its session with every lock it held: Close then returns nil.
 func (l Lock) Close() error {
 	if l.conn == nil {
 		return nil
 	}
 	_, unlockErr := l.conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock_all()")
 	closeErr := l.conn.Close()
+	if errors.Is(unlockErr, driver.ErrBadConn) || errors.Is(unlockErr, sql.ErrConnDone) {
+		// The session is gone, and its locks with it: nothing is left to release.
+		unlockErr = nil
+	}
 	if unlockErr != nil {
 		return unlockErr
+	}
+	if errors.Is(closeErr, driver.ErrBadConn) || errors.Is(closeErr, sql.ErrConnDone) {
+		return nil
 	}
 	return closeErr
 }

@@ -262,3 +262,61 @@ func TestWorkersTakeTurnsUnderOneID(t *testing.T) {
 		t.Fatalf("at most %d inside at once (want 1), %d rounds done (want %d)", most, done, workers*rounds)
 	}
 }
+
+func TestReadLocksCoexistAndExcludeAWriter(t *testing.T) {
+	db, ctx := database(t), context.Background()
+	a, b, writer := lockOn(t, db, 910021), lockOn(t, db, 910021), lockOn(t, db, 910021)
+	got, err := a.RLock(ctx)
+	must(t, got, err, true, "a reads")
+	got, err = b.RLock(ctx)
+	must(t, got, err, true, "b reads beside a")
+	got, err = writer.Lock(ctx)
+	must(t, got, err, false, "the writer waits for the readers")
+	deadline, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := writer.WaitAndLock(deadline); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the writer's wait ends at the deadline, got %v", err)
+	}
+	if err := a.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err = writer.Lock(ctx)
+	must(t, got, err, true, "the writer, once the readers left")
+	reader := lockOn(t, db, 910021)
+	deadline, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := reader.WaitAndRLock(deadline); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a reader waits for the writer, got %v", err)
+	}
+	if err := writer.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := reader.WaitAndRLock(ctx); err != nil {
+		t.Fatalf("a reader once the writer left: %v", err)
+	}
+	if err := reader.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCloseAfterACancelledWaitReturnsNil(t *testing.T) {
+	db := database(t)
+	holder := lockOn(t, db, 910022)
+	got, err := holder.Lock(context.Background())
+	must(t, got, err, true, "holder")
+	waiter, err := NewLock(context.Background(), 910022, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	if err := waiter.WaitAndLock(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the wait ends with the context's error, got %v", err)
+	}
+	if err := waiter.Close(); err != nil {
+		t.Fatalf("Close after a cancelled wait: %v", err)
+	}
+}
