@@ -205,8 +205,9 @@ for major in "${majors[@]}"; do
   step "PostgreSQL $major: examples"
   PYTHON=$PGLOCK_PYTHON examples/run_all.sh
 
-  step "PostgreSQL $major: the clients (clients/go, clients/python)"
+  step "PostgreSQL $major: the clients (clients/go, clients/rust, clients/python)"
   clients/go/test.sh
+  clients/rust/test.sh
   PYTHONPATH=clients/python "$PGLOCK_PYTHON" clients/python/test_pglock.py
   PYTHONPATH=clients/python "$PGLOCK_PYTHON" clients/python/test_aio.py
 
@@ -241,6 +242,7 @@ for major in "${majors[@]}"; do
     bash tests/pgbouncer/pooler.sh clients/python/test_token_locks.py
   PYTHON=$PGLOCK_PYTHON clients/python/test_package.sh
   clients/go/test.sh tokens
+  clients/rust/test.sh tokens
   if [ -n "$quick" ]; then
     cluster_stop
     continue
