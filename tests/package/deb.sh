@@ -32,14 +32,14 @@ version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
 [ "$(dpkg-deb -f "$deb" Version)" = "$version" ] || fail "wrong Version"
 dpkg-deb -f "$deb" Depends | grep -qx "postgresql-$major, libc6" || fail "wrong Depends"
 contents=$(dpkg-deb -c "$deb" | awk '{ print $6 }')
+# The library, the control file, the current install script, and every frozen install script
+# and upgrade script of sql/.
+scripts=()
+for script in sql/pglock--*.sql; do
+  scripts+=("./usr/share/postgresql/$major/extension/$(basename "$script")")
+done
 for path in "./usr/lib/postgresql/$major/lib/pglock.so" "./usr/share/postgresql/$major/extension/pglock.control" \
-    "./usr/share/postgresql/$major/extension/pglock--$version.sql" \
-    "./usr/share/postgresql/$major/extension/pglock--0.1.0.sql" \
-    "./usr/share/postgresql/$major/extension/pglock--0.1.0--0.2.0.sql" \
-    "./usr/share/postgresql/$major/extension/pglock--0.2.0.sql" \
-    "./usr/share/postgresql/$major/extension/pglock--0.3.0.sql" \
-    "./usr/share/postgresql/$major/extension/pglock--0.2.0--0.3.0.sql" \
-    "./usr/share/postgresql/$major/extension/pglock--0.3.0--$version.sql" \
+    "./usr/share/postgresql/$major/extension/pglock--$version.sql" "${scripts[@]}" \
     "./usr/share/doc/$package/copyright"; do
   grep -qx "$path" <<<"$contents" || fail "$path is not in the package"
 done
