@@ -10,7 +10,8 @@ cd "$(dirname "$0")"
 export PATH="$HOME/.cargo/bin:$PATH"
 export DATABASE_URL="postgres:///postgres?host=${PGHOST:?}&port=${PGPORT:?}&user=${PGUSER:-postgres}"
 if [ "${1:-}" = tokens ]; then
-  cargo test --quiet --test tokens --doc
+  cargo test --quiet --test tokens
+  cargo test --quiet --doc
   exit
 fi
 cargo fmt -- --check
