@@ -43,11 +43,32 @@ pub(super) fn usable_table() -> &'static Table {
     if max_prepared_transactions() == 0 {
         errors::token_locks_need_prepared_transactions();
     }
-    if !table.ready.load(Ordering::SeqCst) || table.worker_latch.load(Ordering::SeqCst).is_null() {
-        errors::token_worker_not_running(&settings::token_database());
+    // A worker that was just started (after pg_terminate_backend, an ERROR, a restart) is
+    // waited for a moment, as it reads the prepared transactions back.
+    let serving = |table: &Table| {
+        table.ready.load(Ordering::SeqCst) && !table.worker_latch.load(Ordering::SeqCst).is_null()
+    };
+    let asked_at = backend::now();
+    while !serving(table) {
+        if backend::now() - asked_at >= WORKER_START_PATIENCE_US {
+            // SAFETY: ends the sleep this loop prepared.
+            unsafe { pg_sys::ConditionVariableCancelSleep() };
+            errors::token_worker_not_running(&settings::token_database());
+        }
+        // SAFETY: the table's condition variable, which the worker broadcasts once ready; the
+        // sleep services interrupts (a cancel raises its ERROR here).
+        unsafe {
+            pg_sys::ConditionVariableTimedSleep(table.changed.get(), 100, pg_sys::PG_WAIT_EXTENSION)
+        };
     }
+    // SAFETY: as above.
+    unsafe { pg_sys::ConditionVariableCancelSleep() };
     table
 }
+
+/// How long a session waits for the token worker to serve (it restarts 1 s after it ended)
+/// before 55000.
+const WORKER_START_PATIENCE_US: i64 = 5_000_000;
 
 /// A request this session made and has not seen through: dropped armed (an ERROR, a cancel)
 /// it gives the request up, so that nothing it leads to stays held.

@@ -51,9 +51,14 @@ pub extern "C-unwind" fn pglock_token_waiter(argument: pg_sys::Datum) {
         return;
     }
     // A FATAL (pg_terminate_backend, the postmaster's SIGTERM) ends this process without
-    // returning here: the exit callback leaves the entry as the catch below does.
+    // returning here: the exit callback leaves the entry as the catch below does. It runs after
+    // the exit has aborted this process's transaction, which takes it out of the lock's queue
+    // (an on_shmem_exit callback, not a before_shmem_exit one): the session that sees its
+    // request failed must not find the key granted to a process that is still leaving.
     WAITER_OF.store(((index as u64) << 32) | generation as u64, Ordering::SeqCst);
-    backend::at_exit(waiter_exiting);
+    // SAFETY: registers a callback for the rest of this process's life; it runs while shared
+    // memory and this process's PGPROC are still attached (before ProcKill, registered earlier).
+    unsafe { pg_sys::on_shmem_exit(Some(waiter_exiting_callback), pg_sys::Datum::from(0)) };
     // An ERROR was logged by `caught` (a cancel only at DEBUG1); the entry says the rest.
     let outcome = caught("waiting for a lock", || {
         // SAFETY: a background worker connected to pglock.token_database, outside any
@@ -82,6 +87,10 @@ pub extern "C-unwind" fn pglock_token_waiter(argument: pg_sys::Datum) {
 
 /// The entry a waiter process serves, as index << 32 | generation (u64::MAX: none).
 pub(super) static WAITER_OF: AtomicU64 = AtomicU64::new(u64::MAX);
+
+unsafe extern "C-unwind" fn waiter_exiting_callback(_code: i32, _arg: pg_sys::Datum) {
+    waiter_exiting();
+}
 
 /// At a waiter process's exit: a request it was still serving (it was ended by a signal, not
 /// by a grant or an ERROR) is failed, or ended if it may have been prepared.
