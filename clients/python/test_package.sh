@@ -7,9 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 target=$(mktemp -d)
-trap 'rm -rf "$target"' EXIT
+source=$(mktemp -d)
+trap 'rm -rf "$target" "$source"' EXIT
+# From a copy: setuptools builds in the source tree (build/, *.egg-info), which must stay clean.
+cp -r pyproject.toml README.md pglock "$source/"
 "${PYTHON:-python3}" -m pip install --quiet --no-build-isolation --no-index --no-deps \
-  --target "$target" .
+  --target "$target" "$source"
 [ -f "$target/pglock/py.typed" ] || { echo "test_package: py.typed is not installed" >&2; exit 1; }
 example=$(awk '/^```python$/ { on = 1; next } /^```$/ { on = 0 } on' README.md)
 [ -n "$example" ] || { echo "test_package: no python block in README.md" >&2; exit 1; }
