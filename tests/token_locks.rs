@@ -12,46 +12,13 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::tokens::{acquire, fence_ok, one_at_a_time, release, renew};
 use common::{code_and_message, running_or_ended, session};
 use postgres::Client;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn acquire(client: &mut Client, name: &str, ttl: &str, timeout: &str) -> Option<i64> {
-    client
-        .query_one(
-            "SELECT pglock.acquire($1, $2::text::interval, $3::text::interval)",
-            &[&name, &ttl, &timeout],
-        )
-        .unwrap()
-        .get(0)
-}
-
-fn call_bool(client: &mut Client, sql: &str, name: &str, token: i64) -> bool {
-    client.query_one(sql, &[&name, &token]).unwrap().get(0)
-}
-
-fn release(client: &mut Client, name: &str, token: i64) -> bool {
-    call_bool(client, "SELECT pglock.release($1, $2)", name, token)
-}
-
-fn renew(client: &mut Client, name: &str, token: i64) -> bool {
-    call_bool(client, "SELECT pglock.renew($1, $2)", name, token)
-}
-
-fn fence_ok(client: &mut Client, name: &str, token: i64) -> bool {
-    call_bool(client, "SELECT pglock.fence_ok($1, $2)", name, token)
-}
 
 fn try_session_lock(client: &mut Client, name: &str) -> bool {
     let got: bool = client

@@ -14,46 +14,12 @@
 mod common;
 
 use std::sync::mpsc;
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::tokens::{acquire, fence_ok, one_at_a_time, release, renew};
 use common::{code_and_message, fresh_login_roles, session, session_as};
 use postgres::Client;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn acquire(client: &mut Client, name: &str, ttl: &str, timeout: &str) -> Option<i64> {
-    client
-        .query_one(
-            "SELECT pglock.acquire($1, $2::text::interval, $3::text::interval)",
-            &[&name, &ttl, &timeout],
-        )
-        .unwrap()
-        .get(0)
-}
-
-fn call(client: &mut Client, sql: &str, name: &str, token: i64) -> bool {
-    client.query_one(sql, &[&name, &token]).unwrap().get(0)
-}
-
-fn release(client: &mut Client, name: &str, token: i64) -> bool {
-    call(client, "SELECT pglock.release($1, $2)", name, token)
-}
-
-fn renew(client: &mut Client, name: &str, token: i64) -> bool {
-    call(client, "SELECT pglock.renew($1, $2)", name, token)
-}
-
-fn fence_ok(client: &mut Client, name: &str, token: i64) -> bool {
-    call(client, "SELECT pglock.fence_ok($1, $2)", name, token)
-}
 
 /// The token of `name`'s lock as anyone can read it: the first field of the GID of the
 /// prepared transaction that holds it (pg_prepared_xacts is readable by every role).

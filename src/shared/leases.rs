@@ -533,22 +533,12 @@ pub extern "C-unwind" fn pglock_lease_worker(_argument: pg_sys::Datum) {
             act_on_expired(table)
         };
         table.worker_wakes_at.store(next, Ordering::SeqCst);
-        let sleep_us = next.saturating_sub(backend::now()).clamp(0, 60_000_000);
-        // Round up, so that the lease has expired when the worker looks again.
-        if !BackgroundWorker::wait_latch(Some(Duration::from_micros(sleep_us as u64 + 999))) {
+        if !memory::worker_sleep_until(next) {
             break;
-        }
-        if BackgroundWorker::sighup_received() {
-            // SAFETY: what a background worker does on SIGHUP, outside any transaction.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
     }
     table.worker_latch.store(ptr::null_mut(), Ordering::SeqCst);
-    // Ended by SIGTERM: at shutdown, or by pg_terminate_backend. A background worker that exits
-    // with status 0 is never started again; status 1 has the postmaster start it again after
-    // its restart interval (at shutdown nothing is started again anyway).
-    // SAFETY: what a background worker does to exit, outside any transaction.
-    unsafe { pg_sys::proc_exit(1) };
+    memory::worker_exit_to_be_restarted();
 }
 
 /// Acts on every lease that has expired and not been acted on; returns when the next one

@@ -235,3 +235,31 @@ impl<H, E> SharedTable<H, E> {
         unsafe { self.table.load(Ordering::Acquire).as_ref() }
     }
 }
+
+/// A service worker's sleep: until `next` (rounded up to the millisecond, so that whatever is
+/// due then has come; at most a minute), or until its latch is set; reloads the configuration
+/// after a SIGHUP. False once SIGTERM asked the worker to end.
+pub fn worker_sleep_until(next: pg_sys::TimestampTz) -> bool {
+    use pgrx::bgworkers::BackgroundWorker;
+    let sleep_us = next
+        .saturating_sub(crate::backend::now())
+        .clamp(0, 60_000_000);
+    if !BackgroundWorker::wait_latch(Some(std::time::Duration::from_micros(
+        sleep_us as u64 + 999,
+    ))) {
+        return false;
+    }
+    if BackgroundWorker::sighup_received() {
+        // SAFETY: what a background worker does on SIGHUP, outside any transaction.
+        unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    }
+    true
+}
+
+/// Ends a service worker that SIGTERM stopped (at shutdown, or by pg_terminate_backend) with
+/// status 1: a background worker that exits with status 0 is never started again, one that
+/// exits with 1 is started again after its restart interval (and at shutdown nothing is).
+pub fn worker_exit_to_be_restarted() -> ! {
+    // SAFETY: what a background worker does to exit, outside any transaction.
+    unsafe { pg_sys::proc_exit(1) }
+}

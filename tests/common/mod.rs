@@ -188,3 +188,47 @@ pub fn column<T: postgres::types::FromSqlOwned>(
         .map(|row| row.get(0))
         .collect()
 }
+
+/// Locks owned by a token, for tests/token_locks.rs and tests/token_trust.rs.
+pub mod tokens {
+    use postgres::Client;
+
+    /// `pglock.acquire(name, ttl, timeout)`: the token, or None when not granted in time.
+    pub fn acquire(client: &mut Client, name: &str, ttl: &str, timeout: &str) -> Option<i64> {
+        client
+            .query_one(
+                "SELECT pglock.acquire($1, $2::text::interval, $3::text::interval)",
+                &[&name, &ttl, &timeout],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    fn call_bool(client: &mut Client, sql: &str, name: &str, token: i64) -> bool {
+        client.query_one(sql, &[&name, &token]).unwrap().get(0)
+    }
+
+    /// `pglock.release(name, token)`.
+    pub fn release(client: &mut Client, name: &str, token: i64) -> bool {
+        call_bool(client, "SELECT pglock.release($1, $2)", name, token)
+    }
+
+    /// `pglock.renew(name, token)`.
+    pub fn renew(client: &mut Client, name: &str, token: i64) -> bool {
+        call_bool(client, "SELECT pglock.renew($1, $2)", name, token)
+    }
+
+    /// `pglock.fence_ok(name, token)`.
+    pub fn fence_ok(client: &mut Client, name: &str, token: i64) -> bool {
+        call_bool(client, "SELECT pglock.fence_ok($1, $2)", name, token)
+    }
+
+    /// The tests of one binary share the server's table of token-owned locks (and its
+    /// settings): each takes this first, so that they run one at a time.
+    pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

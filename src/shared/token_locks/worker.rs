@@ -17,6 +17,7 @@ use super::table::{changed, table, with_entry, End, Entry, State, Table};
 use crate::backend;
 use crate::lock::wait;
 use crate::settings;
+use crate::shared::memory;
 
 /// Registers the token worker (from _PG_init while preloading).
 pub fn register_worker() {
@@ -165,22 +166,13 @@ pub extern "C-unwind" fn pglock_token_worker(_argument: pg_sys::Datum) {
         table.worker_wakes_at.store(i64::MAX, Ordering::SeqCst);
         let next = serve(table);
         table.worker_wakes_at.store(next, Ordering::SeqCst);
-        let sleep_us = next.saturating_sub(backend::now()).clamp(0, 60_000_000);
-        if !BackgroundWorker::wait_latch(Some(Duration::from_micros(sleep_us as u64 + 999))) {
+        if !memory::worker_sleep_until(next) {
             break;
-        }
-        if BackgroundWorker::sighup_received() {
-            // SAFETY: what a background worker does on SIGHUP, outside any transaction.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
     }
     table.worker_latch.store(ptr::null_mut(), Ordering::SeqCst);
     table.ready.store(false, Ordering::SeqCst);
-    // Ended by SIGTERM: at shutdown, or by pg_terminate_backend. A background worker that exits
-    // with status 0 is never started again; status 1 has the postmaster start it again after
-    // its restart interval (at shutdown nothing is started again anyway).
-    // SAFETY: what a background worker does to exit, outside any transaction.
-    unsafe { pg_sys::proc_exit(1) };
+    memory::worker_exit_to_be_restarted();
 }
 
 /// One round of the worker's work; returns when it must look again (i64::MAX: when woken).
