@@ -259,7 +259,10 @@ pub fn worker_sleep_until(next: pg_sys::TimestampTz) -> bool {
 /// Ends a service worker that SIGTERM stopped (at shutdown, or by pg_terminate_backend) with
 /// status 1: a background worker that exits with status 0 is never started again, one that
 /// exits with 1 is started again after its restart interval (and at shutdown nothing is).
+// PostgreSQL 18's bindings declare proc_exit as returning, the older ones as diverging.
+#[allow(unreachable_code)]
 pub fn worker_exit_to_be_restarted() -> ! {
     // SAFETY: what a background worker does to exit, outside any transaction.
-    unsafe { pg_sys::proc_exit(1) }
+    unsafe { pg_sys::proc_exit(1) };
+    unreachable!("proc_exit does not return")
 }
