@@ -80,9 +80,15 @@ pub fn login_role() -> pg_sys::Oid {
 /// rule for another session's query text in pg_stat_activity (the same role or one it is a
 /// member of, a superuser, or a member of pg_read_all_stats).
 pub fn may_read_stats_of(role: pg_sys::Oid) -> bool {
+    has_privileges_of(role) || may_read_all_stats()
+}
+
+/// Whether the current user has the privileges of `role` (is it, is a member of it that
+/// inherits, or is a superuser): PostgreSQL's rule for acting on another role's session, as
+/// pg_cancel_backend applies it.
+pub fn has_privileges_of(role: pg_sys::Oid) -> bool {
     // SAFETY: catalog lookups through the role membership cache, inside a transaction.
-    let same_role = unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) };
-    same_role || may_read_all_stats()
+    unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) }
 }
 
 /// Whether the current user may read every database's statistics (a superuser or a member of

@@ -113,23 +113,54 @@ impl Drop for Setting {
     }
 }
 
-/// The token worker's pid (waits at most 30 s for one to run).
-fn worker_pid(client: &mut Client) -> i32 {
+/// The pid of a process of `backend_type` (the newest; waits at most 30 s for one to run).
+fn process_of(client: &mut Client, backend_type: &str) -> i32 {
     let start = Instant::now();
     loop {
         let pid: Option<i32> = client
             .query_one(
-                "SELECT max(pid) FROM pg_stat_activity WHERE backend_type = 'pglock token worker'",
-                &[],
+                "SELECT max(pid) FROM pg_stat_activity WHERE backend_type = $1",
+                &[&backend_type],
             )
             .unwrap()
             .get(0);
         if let Some(pid) = pid {
             return pid;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "no token worker");
-        thread::sleep(Duration::from_millis(20));
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no {backend_type}"
+        );
+        thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The token worker's pid.
+fn worker_pid(client: &mut Client) -> i32 {
+    process_of(client, "pglock token worker")
+}
+
+/// What an acquire in a session of its own came to: its token (or NULL), or its error's
+/// SQLSTATE and message.
+type Outcome = Result<Option<i64>, (String, String)>;
+
+/// Runs `sql` (an acquire of `name`, $1) in a session of its own, in a thread; its outcome
+/// arrives on the receiver.
+fn acquire_in_thread(
+    sql: &'static str,
+    name: &'static str,
+) -> (thread::JoinHandle<()>, mpsc::Receiver<Outcome>) {
+    let (sender, receiver) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let mut client = session();
+        let outcome = client
+            .query_one(sql, &[&name])
+            .map(|row| row.get::<_, Option<i64>>(0));
+        sender
+            .send(outcome.map_err(|e| code_and_message(&e)))
+            .unwrap();
+    });
+    (waiter, receiver)
 }
 
 /// CPU time (user + system, in clock ticks) that process `pid` has used.
@@ -332,35 +363,9 @@ fn token_trust_a_terminated_waiter_process_fails_its_acquire_and_leaves_nothing(
     let name = "trust: waiter terminated";
     let mut holder = session();
     let token = acquire(&mut holder, name, "60 s", "0").expect("free");
-    let (sender, receiver) = mpsc::channel();
-    let waiter = thread::spawn(move || {
-        let mut client = session();
-        let outcome = client
-            .query_one("SELECT pglock.acquire($1, '60 s')", &[&name])
-            .map(|row| row.get::<_, Option<i64>>(0));
-        sender
-            .send(outcome.map_err(|e| code_and_message(&e)))
-            .unwrap();
-    });
+    let (waiter, receiver) = acquire_in_thread("SELECT pglock.acquire($1, '60 s')", name);
     let mut observer = session();
-    let start = Instant::now();
-    let waiter_pid = loop {
-        let pid: Option<i32> = observer
-            .query_one(
-                "SELECT max(pid) FROM pg_stat_activity WHERE backend_type = 'pglock token waiter'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if let Some(pid) = pid {
-            break pid;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no waiter process"
-        );
-        thread::sleep(Duration::from_millis(10));
-    };
+    let waiter_pid = process_of(&mut observer, "pglock token waiter");
     observer
         .query_one("SELECT pg_terminate_backend($1)", &[&waiter_pid])
         .unwrap();
@@ -676,25 +681,9 @@ fn token_trust_a_waiter_whose_prepare_fails_fails_its_acquire_and_leaves_nothing
         .query_one("SELECT pglock.try_lock($1)", &[&name])
         .unwrap()
         .get::<_, bool>(0));
-    let (sender, receiver) = mpsc::channel();
-    let waiter = thread::spawn(move || {
-        let mut client = session();
-        let outcome = client
-            .query_one("SELECT pglock.acquire($1, '60 s', '60 s')", &[&name])
-            .map(|row| row.get::<_, Option<i64>>(0));
-        sender
-            .send(outcome.map_err(|e| code_and_message(&e)))
-            .unwrap();
-    });
+    let (waiter, receiver) = acquire_in_thread("SELECT pglock.acquire($1, '60 s', '60 s')", name);
     let mut observer = session();
-    let start = Instant::now();
-    while waiter_processes(&mut observer) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no waiter process"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    process_of(&mut observer, "pglock token waiter");
     // The application's own two-phase commits take every prepared-transaction slot.
     let mut app = session();
     let slots: i64 = app

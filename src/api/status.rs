@@ -134,10 +134,6 @@ fn timestamp_text(at: pgrx::pg_sys::TimestampTz) -> String {
         .unwrap_or_default()
 }
 
-fn query_one<T: IntoDatum + FromDatum>(sql: &str) -> Option<T> {
-    backend::read_one::<T>(sql)
-}
-
 /// pglock's health at a glance; every field is documented in docs/observability.md.
 #[pg_extern(volatile, parallel_restricted)]
 fn status() -> JsonB {
@@ -151,7 +147,7 @@ fn status() -> JsonB {
     .unwrap_or_default();
     let status = Status {
         version: env!("CARGO_PKG_VERSION"),
-        sql_version: query_one::<String>(
+        sql_version: backend::read_one::<String>(
             "SELECT extversion FROM pg_catalog.pg_extension
              WHERE extname OPERATOR(pg_catalog.=) 'pglock'",
         ),

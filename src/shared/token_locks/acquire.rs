@@ -72,16 +72,16 @@ const WORKER_START_PATIENCE_US: i64 = 5_000_000;
 
 /// A request this session made and has not seen through: dropped armed (an ERROR, a cancel)
 /// it gives the request up, so that nothing it leads to stays held.
-pub(super) struct Pending<'t> {
-    pub(super) table: &'t Table,
-    pub(super) index: usize,
-    pub(super) generation: u32,
-    pub(super) armed: bool,
-    pub(super) key: i64,
+struct Pending<'t> {
+    table: &'t Table,
+    index: usize,
+    generation: u32,
+    armed: bool,
+    key: i64,
     /// When the wait in the lock's queue began, once it has.
-    pub(super) waiting_since: Option<pg_sys::TimestampTz>,
+    waiting_since: Option<pg_sys::TimestampTz>,
     /// Already counted in pglock.stats (a timeout): giving it up counts nothing more.
-    pub(super) counted: bool,
+    counted: bool,
 }
 
 impl Drop for Pending<'_> {
@@ -117,7 +117,7 @@ pub(super) fn count(key: i64, name: Option<&str>, f: impl FnOnce(&mut Counters))
 
 /// Gives up the request in entry `index`: whatever it has come to is undone, now or by whoever
 /// moves it next.
-pub(super) fn give_up(table: &Table, index: usize, generation: u32) {
+fn give_up(table: &Table, index: usize, generation: u32) {
     let waiter = with_entry(table, index, generation, |entry| match entry.state {
         State::Asked | State::Granting => {
             entry.abandoned = true;
@@ -150,7 +150,7 @@ pub(super) fn give_up(table: &Table, index: usize, generation: u32) {
 
 /// At a session's exit: gives up every request it has not seen through (a FATAL skips the
 /// Pending guards).
-pub(super) fn give_up_all_mine() {
+fn give_up_all_mine() {
     let Some(table) = table() else { return };
     let pid = backend::pid();
     let mine: Vec<(usize, u32)> = table.read(|entries, _| {
@@ -231,9 +231,6 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
     // answers at once, unless its WAL cannot be flushed or confirmed (a synchronous standby
     // that is gone). So the answer, like a grant on its way below, is waited for past the
     // caller's deadline, but not for ever.
-    let patient_until = |deadline: Option<pg_sys::TimestampTz>| {
-        deadline.map(|at| at.max(backend::now() + WORKER_PATIENCE_US))
-    };
     let answered = wait_for(table, index, generation, patient_until(deadline), |entry| {
         entry.state != State::Asked
     });
@@ -311,12 +308,18 @@ pub fn acquire(request: &Request, wait_us: Option<i64>) -> Option<i64> {
 
 /// How long past the caller's deadline a session waits for the token worker's answer, or for a
 /// grant whose prepared transaction is being flushed, before it takes the worker for stuck.
-pub(super) const WORKER_PATIENCE_US: i64 = 5_000_000;
+const WORKER_PATIENCE_US: i64 = 5_000_000;
+
+/// The caller's deadline, stretched by WORKER_PATIENCE_US from now for an answer of the
+/// worker's (None stays None: no deadline).
+fn patient_until(deadline: Option<pg_sys::TimestampTz>) -> Option<pg_sys::TimestampTz> {
+    deadline.map(|at| at.max(backend::now() + WORKER_PATIENCE_US))
+}
 
 impl Pending<'_> {
     /// The caller's time ran out: the request is given up (by the guard, as it drops) and
     /// counted as a timeout, once.
-    pub(super) fn timed_out(mut self, request: &Request) -> Option<i64> {
+    fn timed_out(mut self, request: &Request) -> Option<i64> {
         let since = self.waiting_since;
         count(request.key, request.name, |counts| {
             counts.timeouts = 1;
@@ -330,7 +333,7 @@ impl Pending<'_> {
 }
 
 /// Whether this session holds `request`'s key in a mode the token-owned lock would wait for.
-pub(super) fn holds_in_conflict(request: &Request) -> bool {
+fn holds_in_conflict(request: &Request) -> bool {
     let held = |mode| {
         AdvisoryLock {
             key: request.key,
@@ -404,20 +407,20 @@ pub(super) fn wait_for(
 
 /// Whether process `pid` runs (it may be another process that got the pid since, which only
 /// delays noticing).
-pub(super) fn process_exists(pid: i32) -> bool {
+fn process_exists(pid: i32) -> bool {
     // SAFETY: signal 0 sends nothing; it only checks that the process exists.
     let sent = unsafe { libc::kill(pid, 0) };
     sent == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// How often a request that has no waiter process asks the token worker again.
-pub(super) const POLL_US: i64 = 25_000;
+const POLL_US: i64 = 25_000;
 
 /// Starts the waiter process for a refused request: Some(Waiting) when it started, Some(Free)
 /// when the request was given up meanwhile, and None when the request must poll instead: its
 /// role has pglock.max_token_waiters_per_role waiter processes already, or every background
 /// worker slot is taken (a slot of a waiter that just ended comes back a moment later).
-pub(super) fn start_waiter(table: &Table, index: usize, generation: u32) -> Option<State> {
+fn start_waiter(table: &Table, index: usize, generation: u32) -> Option<State> {
     let cap = settings::max_token_waiters_per_role();
     let moved = table.update(|entries, _| {
         let entry = &entries[index];
@@ -468,7 +471,7 @@ pub(super) fn start_waiter(table: &Table, index: usize, generation: u32) -> Opti
 /// Waits for a refused request by asking the token worker again every POLL_US (the request
 /// has no waiter process: see start_waiter), starting a waiter process as soon as one may be
 /// had. Returns the state it came to (Waiting, Granting, ...), or None when `deadline` passed.
-pub(super) fn poll(
+fn poll(
     table: &Table,
     index: usize,
     generation: u32,
@@ -496,8 +499,7 @@ pub(super) fn poll(
             return Some(State::Free);
         }
         wake_worker(table);
-        let patient_until = deadline.map(|at| at.max(backend::now() + WORKER_PATIENCE_US));
-        match wait_for(table, index, generation, patient_until, |entry| {
+        match wait_for(table, index, generation, patient_until(deadline), |entry| {
             entry.state != State::Asked
         }) {
             Some(State::Refused) => {}
@@ -511,7 +513,7 @@ pub(super) fn poll(
 }
 
 /// The session's application_name and client address, cut to what the table keeps.
-pub(super) fn who_am_i() -> (String, String) {
+fn who_am_i() -> (String, String) {
     // SAFETY: application_name is a GUC string, always set in a backend.
     let app = unsafe { pg_sys::application_name.as_ref() }
         .map(|_| {

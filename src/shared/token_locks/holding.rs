@@ -16,10 +16,9 @@ use crate::settings;
 /// PostgreSQL's rule for signalling another role's session (pg_cancel_backend): the role itself,
 /// a role that has its privileges, or a superuser. A token alone is not enough: tokens are
 /// numbers that grow, not secrets (docs/token-locks.md, "Who may do what").
-pub(super) fn may_act_for(role: u32) -> bool {
-    // SAFETY: a catalog lookup through the role membership cache, inside a transaction (every
-    // SQL function runs in one); never called with the table's LWLock held.
-    unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(role)) }
+fn may_act_for(role: u32) -> bool {
+    // A catalog lookup: never called with the table's LWLock held.
+    backend::has_privileges_of(pg_sys::Oid::from(role))
 }
 
 /// The entry (index, generation) holding `key` in this database under `token`, unexpired, when
@@ -136,7 +135,7 @@ pub fn fence_holds(key: i64, token: i64) -> bool {
 pub struct Row {
     pub key: i64,
     pub name: Option<String>,
-    /// Shown only to the role that took it (the token is what renews and releases it).
+    /// Shown only to roles that may act for the role that took it (may_act_for).
     pub token: Option<i64>,
     pub shared: bool,
     pub role: pg_sys::Oid,
@@ -165,8 +164,7 @@ pub fn visible() -> Vec<Row> {
         .map(|entry| {
             let role = pg_sys::Oid::from(entry.role);
             let sees_name = backend::may_read_stats_of(role);
-            // SAFETY: a catalog lookup through the membership cache, inside a transaction.
-            let owns = unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), role) };
+            let owns = may_act_for(entry.role);
             let addr = String::from_utf8_lossy(&entry.addr[..entry.addr_len as usize]);
             Row {
                 key: entry.key,

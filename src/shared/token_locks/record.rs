@@ -23,7 +23,7 @@ impl Entry {
     /// The prepared transaction's GID. It names the lock, not a capability: pg_prepared_xacts
     /// shows it to every role, and a token renews or releases a lock only for a role that may
     /// act for its owner (find_mine).
-    pub(super) fn gid(&self) -> CString {
+    fn gid(&self) -> CString {
         let mut gid = format!(
             "{GID_PREFIX}{}:{}:{}:{}:{}:{}",
             self.token,
@@ -43,7 +43,7 @@ impl Entry {
 unsafe extern "C-unwind" {
     /// twophase.h: COMMIT PREPARED / ROLLBACK PREPARED without the statement (not in pgrx's
     /// bindings). Called through pgrx's FFI guard, as it may raise an ERROR.
-    pub(super) fn FinishPreparedTransaction(gid: *const std::ffi::c_char, is_commit: bool);
+    fn FinishPreparedTransaction(gid: *const std::ffi::c_char, is_commit: bool);
 }
 
 /// Whether the prepared transaction `xid` that holds a lock still exists: an administrator's
@@ -66,7 +66,7 @@ pub(super) enum Taken {
 ///
 /// # Safety
 /// A background worker connected to a database, outside any transaction.
-pub(super) unsafe fn begin() {
+unsafe fn begin() {
     // SAFETY: what postgres.c does for BEGIN and the next statement.
     unsafe {
         pg_sys::StartTransactionCommand();
@@ -148,9 +148,6 @@ pub(super) unsafe fn take(table: &Table, index: usize, generation: u32, dont_wai
     let now = backend::now();
     let max_hold = settings::token_max_hold_us();
     with_entry(table, index, generation, |entry| {
-        entry.token = token;
-        entry.prepared_ttl_us = prepared.prepared_ttl_us;
-        entry.xid = xid.into_inner();
         entry.expires_at = now
             .saturating_add(entry.ttl_us)
             .min(entry.since.saturating_add(max_hold));
@@ -168,14 +165,15 @@ pub(super) unsafe fn take(table: &Table, index: usize, generation: u32, dont_wai
 }
 
 /// Ends entry `index`'s lock: rolls its prepared transaction back once no transaction that
-/// checked its token with fence_ok is still open. False if such a transaction is in the way
-/// (try again later).
+/// checked its token with fence_ok is still open. While such a transaction is in the way the
+/// entry stays Ending, for the next round (and its session is ended past
+/// pglock.token_fence_timeout).
 ///
 /// # Safety
 /// The token worker, outside any transaction.
-pub(super) unsafe fn finish(table: &Table, index: usize, generation: u32) -> bool {
+pub(super) unsafe fn finish(table: &Table, index: usize, generation: u32) {
     let Some(entry) = with_entry(table, index, generation, |entry| *entry) else {
-        return true;
+        return;
     };
     let fence = fence_tag(entry.database, entry.key);
     let gid = entry.gid();
@@ -203,7 +201,7 @@ pub(super) unsafe fn finish(table: &Table, index: usize, generation: u32) -> boo
             for pid in in_the_way {
                 end_fence_holder(pid, &entry, blocked_for);
             }
-            return false;
+            return;
         }
         pg_sys::ffi::pg_guard_ffi_boundary(|| FinishPreparedTransaction(gid.as_ptr(), false));
         // Inside the transaction: the report looks the role's name up in the catalog.
@@ -217,22 +215,21 @@ pub(super) unsafe fn finish(table: &Table, index: usize, generation: u32) -> boo
     }
     with_entry(table, index, generation, Entry::free);
     changed(table);
-    true
 }
 
 /// A prepared transaction of pg_prepared_xacts whose GID starts with pglock's prefix.
-pub(super) struct Prepared {
-    pub(super) gid: String,
-    pub(super) xid: u32,
-    pub(super) database: u32,
+struct Prepared {
+    gid: String,
+    xid: u32,
+    database: u32,
     /// Made by the bootstrap superuser, as the token worker's are (any other role can PREPARE
     /// a transaction with a GID of its choosing).
-    pub(super) by_worker: bool,
+    by_worker: bool,
 }
 
 /// Parses a GID of pglock's: token:database:key:mode:ttl:role, and since 0.5.0 :since (the
 /// time the lock was granted, µs since 2000). None when it is not one.
-pub(super) fn parse_gid(gid: &str, xid: u32, now: pg_sys::TimestampTz) -> Option<Entry> {
+fn parse_gid(gid: &str, xid: u32, now: pg_sys::TimestampTz) -> Option<Entry> {
     let fields: Vec<&str> = gid.strip_prefix(GID_PREFIX)?.split(':').collect();
     let (token, database, key, mode, ttl, role, since) = match fields[..] {
         [token, database, key, mode, ttl, role] => (token, database, key, mode, ttl, role, None),
@@ -404,7 +401,7 @@ pub(super) fn read_back(table: &Table) {
 /// pg_locks a prepared transaction's locks have no pid and share the virtual transaction of the
 /// lock on its own transaction ID: -1/xid after a restart, but the preparing backend's until
 /// then (a worker that restarts finds them so).
-pub(super) fn holds_its_key(entry: &Entry) -> bool {
+fn holds_its_key(entry: &Entry) -> bool {
     let tag = entry.tag();
     let mode = if entry.shared {
         "ShareLock"

@@ -144,8 +144,7 @@ pub(super) struct Fields {
 /// and generation name a request for as long as it lives).
 pub(super) type Table = memory::Table<Fields, Entry>;
 
-pub(super) static TABLE: memory::SharedTable<Fields, Entry> =
-    memory::SharedTable::new(c"pglock token locks");
+static TABLE: memory::SharedTable<Fields, Entry> = memory::SharedTable::new(c"pglock token locks");
 
 /// The shared memory the table needs (see memory.rs).
 pub fn shmem_size() -> usize {

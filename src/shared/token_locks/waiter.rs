@@ -86,7 +86,7 @@ pub extern "C-unwind" fn pglock_token_waiter(argument: pg_sys::Datum) {
 }
 
 /// The entry a waiter process serves, as index << 32 | generation (u64::MAX: none).
-pub(super) static WAITER_OF: AtomicU64 = AtomicU64::new(u64::MAX);
+static WAITER_OF: AtomicU64 = AtomicU64::new(u64::MAX);
 
 unsafe extern "C-unwind" fn waiter_exiting_callback(_code: i32, _arg: pg_sys::Datum) {
     waiter_exiting();
@@ -94,7 +94,7 @@ unsafe extern "C-unwind" fn waiter_exiting_callback(_code: i32, _arg: pg_sys::Da
 
 /// At a waiter process's exit: a request it was still serving (it was ended by a signal, not
 /// by a grant or an ERROR) is failed, or ended if it may have been prepared.
-pub(super) fn waiter_exiting() {
+fn waiter_exiting() {
     let serving = WAITER_OF.swap(u64::MAX, Ordering::SeqCst);
     let Some(table) = table().filter(|_| serving != u64::MAX) else {
         return;

@@ -213,15 +213,13 @@ pub(super) fn serve(table: &Table) -> pg_sys::TimestampTz {
         }
         (asked, ending)
     });
-    let mut retry = false;
     let mut failed = false;
     for (index, generation) in ending {
-        let mut done = true;
         match caught("ending a lock", || {
             // SAFETY: the token worker, outside any transaction.
-            done = unsafe { finish(table, index, generation) };
+            unsafe { finish(table, index, generation) };
         }) {
-            Ok(()) => retry |= !done,
+            Ok(()) => {}
             Err(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT) => {
                 // Its prepared transaction is gone (finished by hand): nothing is held.
                 with_entry(table, index, generation, Entry::free);
@@ -239,20 +237,18 @@ pub(super) fn serve(table: &Table) -> pg_sys::TimestampTz {
             taken = unsafe { take(table, index, generation, true) };
         })
         .is_ok();
-        if !ok {
+        let answer = match (ok, taken) {
+            (false, _) => Some(State::Failed),
+            (true, Taken::NotAvailable) => Some(State::Refused),
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            // A request its session gave up meanwhile is done with.
             with_entry(table, index, generation, |entry| {
                 if entry.abandoned {
                     entry.free();
                 } else {
-                    entry.state = State::Failed;
-                }
-            });
-        } else if let Taken::NotAvailable = taken {
-            with_entry(table, index, generation, |entry| {
-                if entry.abandoned {
-                    entry.free();
-                } else {
-                    entry.state = State::Refused;
+                    entry.state = answer;
                 }
             });
         }
@@ -271,12 +267,13 @@ pub(super) fn serve(table: &Table) -> pg_sys::TimestampTz {
         )
     });
     // Ending locks left over: a rollback that failed is tried again in a second; one that a
-    // fence_ok transaction is in the way of (or one marked since this round began) in 10 ms.
+    // fence_ok transaction is in the way of (finish left it Ending), or one marked since this
+    // round began, in 10 ms.
     // Never at once: their time has passed, and looking again at once would make the worker
     // spin while the transaction in the way stays open.
     let again_in = if failed {
         Some(1_000_000)
-    } else if retry || ending_left {
+    } else if ending_left {
         Some(10_000)
     } else {
         None
@@ -296,4 +293,4 @@ pub(super) fn serve(table: &Table) -> pg_sys::TimestampTz {
 }
 
 /// How often the token worker looks at held locks' transaction ID age.
-pub(super) const XID_AGE_LOOK_US: i64 = 1_000_000;
+const XID_AGE_LOOK_US: i64 = 1_000_000;
